@@ -1,4 +1,5 @@
 //! Behaviour of the ledger, one rule per test, driven through its public batch interface.
+
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ledger::{

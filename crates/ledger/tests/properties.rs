@@ -1,6 +1,7 @@
 //! Property tests: for random batches of accounts and transfers (single-phase, pending, post,
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! void, linked chains, retries with reused ids, timeouts) the ledger's invariants always hold.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
 

@@ -1,0 +1,138 @@
+//! The business entities: channels, merchants and payments, with their identifiers.
+
+use ledger::{AccountId, Amount, Currency, Timestamp};
+
+use crate::fees::FeeSchedule;
+
+/// Longest accepted external identifier (channel, merchant, trade and order numbers).
+pub const EXTERNAL_ID_LEN_MAX: usize = 64;
+/// Longest accepted display name, in characters.
+pub const NAME_CHARS_MAX: usize = 128;
+/// Largest single payment: 10 billion yuan in fen. Far above any real payment, far below any
+/// overflow in fee arithmetic or balances.
+pub const PAYMENT_AMOUNT_MAX: Amount = Amount::from_minor(1_000_000_000_000);
+
+/// True if `text` is a valid external identifier: 1 to 64 characters of ASCII letters,
+/// digits, `_`, `-`, `.` or `:`.
+pub fn is_valid_external_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= EXTERNAL_ID_LEN_MAX
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// True if `text` is a valid display name: 1 to 128 characters, no control characters.
+pub fn is_valid_name(text: &str) -> bool {
+    let chars = text.chars().count();
+    (1..=NAME_CHARS_MAX).contains(&chars) && !text.chars().any(char::is_control)
+}
+
+/// The platform's number for a payment, assigned in order from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PaymentId(pub u64);
+
+/// An upstream bank or acquirer that reports pay-ins and owes the platform their proceeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub currency: Currency,
+    /// What the channel charges the platform per pay-in.
+    pub cost: FeeSchedule,
+    /// What the channel owes the platform (an asset).
+    pub receivable_account: AccountId,
+    pub created_at: Timestamp,
+}
+
+/// The ledger accounts that make up one merchant's position with the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MerchantAccounts {
+    /// Claims not yet funded by the channel.
+    pub pending: AccountId,
+    /// Funded claims not yet paid out.
+    pub available: AccountId,
+    /// Claims held back by risk holds or the reserve.
+    pub frozen: AccountId,
+    /// Paid out ahead of funding.
+    pub advanced: AccountId,
+    /// What the merchant owes the platform after reversals.
+    pub debt: AccountId,
+}
+
+impl MerchantAccounts {
+    pub fn all(&self) -> [AccountId; 5] {
+        [
+            self.pending,
+            self.available,
+            self.frozen,
+            self.advanced,
+            self.debt,
+        ]
+    }
+}
+
+/// A merchant the platform collects for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub currency: Currency,
+    /// What the platform charges the merchant per pay-in.
+    pub fee: FeeSchedule,
+    pub accounts: MerchantAccounts,
+    pub created_at: Timestamp,
+}
+
+/// The platform's own accounts for one currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformAccounts {
+    pub currency: Currency,
+    pub fee_income: AccountId,
+    pub channel_cost: AccountId,
+}
+
+/// A channel's notice that a customer's payment to a merchant succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPayment {
+    pub channel_id: String,
+    pub merchant_id: String,
+    pub channel_trade_no: String,
+    pub merchant_order_no: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub paid_at: Timestamp,
+}
+
+/// A recorded pay-in with the money it moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub channel_id: String,
+    pub merchant_id: String,
+    pub channel_trade_no: String,
+    pub merchant_order_no: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub paid_at: Timestamp,
+    /// What the platform charged the merchant.
+    pub merchant_fee: Amount,
+    /// What the channel charges the platform.
+    pub channel_cost: Amount,
+    /// What the platform owes the merchant: `amount − merchant_fee`.
+    pub merchant_claim: Amount,
+    /// When the platform recorded it.
+    pub created_at: Timestamp,
+}
+
+impl Payment {
+    /// What the channel is expected to remit for this payment: `amount − channel_cost`.
+    pub fn expected_from_channel(&self) -> Amount {
+        Amount::from_minor(self.amount.minor() - self.channel_cost.minor())
+    }
+
+    /// The platform's margin on it: `merchant_fee − channel_cost`.
+    pub fn margin(&self) -> Amount {
+        Amount::from_minor(self.merchant_fee.minor() - self.channel_cost.minor())
+    }
+}
