@@ -1,0 +1,308 @@
+//! The behaviour every storage backend must show, as plain functions over a [`Backend`].
+//!
+//! A backend's test module calls [`run_all`] (or the functions one by one) with a backend that
+//! opens a fresh, empty database; `open` may be called again to reopen the same database, which
+//! is how durability across restarts is checked.
+
+// This is test-support code: a failed expectation is the report.
+#![allow(clippy::expect_used)]
+
+use domain::{
+    Command, FeeSchedule, NewChannel, NewMerchant, NewPayment, Outcome, PaymentId, Platform,
+};
+use ledger::{Amount, Currency, Timestamp};
+
+use crate::{
+    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentQuery, Store, StoreRead, StoreResult,
+    load_platform,
+};
+
+/// A storage backend under test.
+pub trait Backend {
+    type Writer: Store;
+    type Reader: StoreRead;
+    /// Opens the backend's database: empty the first time, the same database afterwards.
+    fn open(&self) -> StoreResult<(Self::Writer, Self::Reader)>;
+}
+
+const T0: Timestamp = Timestamp(1_754_000_000_000_000);
+
+/// Runs every conformance check, each against a fresh backend from `fresh`.
+pub fn run_all<B: Backend>(fresh: impl Fn() -> B) {
+    empty_store_loads_nothing(&fresh());
+    committed_batches_survive_reopen_and_rebuild_identical_state(&fresh());
+    reads_find_payments_and_walk_account_history(&fresh());
+    failed_commit_writes_nothing(&fresh());
+    idempotency_records_round_trip_and_respect_the_horizon(&fresh());
+    api_keys_are_unique_by_id(&fresh());
+}
+
+fn payin(trade: &str, merchant: &str, amount: i64) -> Command {
+    Command::RecordPayment(NewPayment {
+        channel_id: "C1".into(),
+        merchant_id: merchant.into(),
+        channel_trade_no: trade.into(),
+        merchant_order_no: format!("order-{trade}"),
+        amount: Amount::from_minor(amount),
+        currency: Currency::CNY,
+        paid_at: T0,
+    })
+}
+
+/// Applies commands at `now` and commits their effects as one batch.
+fn apply_and_commit(
+    platform: &mut Platform,
+    store: &mut impl Store,
+    now: Timestamp,
+    commands: &[Command],
+) {
+    for command in commands {
+        let result = platform.apply(now, command);
+        assert!(result.is_ok(), "{command:?}: {result:?}");
+    }
+    let effects = platform.take_effects();
+    store
+        .commit(BatchWrite {
+            effects: &effects,
+            idempotency: &[],
+        })
+        .expect("commit succeeds");
+}
+
+fn setup_commands() -> Vec<Command> {
+    let rate = |ppm| FeeSchedule {
+        rate_ppm: ppm,
+        ..FeeSchedule::default()
+    };
+    vec![
+        Command::CreateChannel(NewChannel {
+            id: "C1".into(),
+            name: "Channel one".into(),
+            currency: Currency::CNY,
+            cost: rate(2_500),
+        }),
+        Command::CreateMerchant(NewMerchant {
+            id: "M1".into(),
+            name: "Merchant one".into(),
+            currency: Currency::CNY,
+            fee: rate(3_800),
+        }),
+        Command::CreateMerchant(NewMerchant {
+            id: "M2".into(),
+            name: "Merchant two".into(),
+            currency: Currency::CNY,
+            fee: rate(6_000),
+        }),
+    ]
+}
+
+/// A fresh database holds nothing and loads into an empty platform.
+pub fn empty_store_loads_nothing(backend: &impl Backend) {
+    let (mut store, reader) = backend.open().expect("open");
+    let (platform, keys) = load_platform(&mut store, Timestamp(0)).expect("load");
+    assert_eq!(platform.ledger().accounts().len(), 0);
+    assert_eq!(platform.payment_count(), 0);
+    assert!(keys.is_empty());
+    assert_eq!(reader.payment(PaymentId(1)).expect("read"), None);
+    assert_eq!(reader.api_key_count().expect("count"), 0);
+}
+
+/// What was committed is there after a reopen, and loading it rebuilds the same balances,
+/// journal position and trade index.
+pub fn committed_batches_survive_reopen_and_rebuild_identical_state(backend: &impl Backend) {
+    let mut platform = Platform::new();
+    {
+        let (mut store, _reader) = backend.open().expect("open");
+        apply_and_commit(&mut platform, &mut store, T0, &setup_commands());
+        for batch in 0..3 {
+            let commands: Vec<Command> = (0..50)
+                .map(|i| {
+                    let merchant = if i % 3 == 0 { "M2" } else { "M1" };
+                    payin(&format!("T{batch}-{i}"), merchant, 10_000 + i * 7)
+                })
+                .collect();
+            apply_and_commit(
+                &mut platform,
+                &mut store,
+                T0.plus_seconds(batch + 1),
+                &commands,
+            );
+        }
+    }
+    let (mut store, _reader) = backend.open().expect("reopen");
+    let (mut rebuilt, _) = load_platform(&mut store, Timestamp(0)).expect("load");
+    assert_eq!(rebuilt.ledger().accounts(), platform.ledger().accounts());
+    assert_eq!(rebuilt.ledger().last_seq(), platform.ledger().last_seq());
+    assert_eq!(rebuilt.payment_count(), 150);
+    assert_eq!(rebuilt.channels(), platform.channels());
+    assert_eq!(rebuilt.merchants(), platform.merchants());
+    assert!(
+        rebuilt
+            .ledger()
+            .trial_balance()
+            .iter()
+            .all(|l| l.balanced())
+    );
+    // The trade index came back: a retry is recognised, a conflicting report refused.
+    assert!(matches!(
+        rebuilt.apply(T0, &payin("T0-1", "M1", 10_007)),
+        Ok(Outcome::PaymentExists(PaymentId(2)))
+    ));
+    assert!(rebuilt.apply(T0, &payin("T0-1", "M1", 1)).is_err());
+}
+
+/// Payments are found by id and by the order-query filters, newest first with cursor paging;
+/// an account's history is walked newest first.
+pub fn reads_find_payments_and_walk_account_history(backend: &impl Backend) {
+    let (mut store, reader) = backend.open().expect("open");
+    let mut platform = Platform::new();
+    apply_and_commit(&mut platform, &mut store, T0, &setup_commands());
+    let commands: Vec<Command> = (0..10)
+        .map(|i| payin(&format!("T{i}"), if i < 6 { "M1" } else { "M2" }, 1_000 + i))
+        .collect();
+    apply_and_commit(&mut platform, &mut store, T0.plus_seconds(10), &commands);
+
+    let first = reader.payment(PaymentId(1)).expect("read").expect("exists");
+    assert_eq!(first.channel_trade_no, "T0");
+    assert_eq!(
+        first.merchant_claim.minor() + first.merchant_fee.minor(),
+        1_000
+    );
+
+    let query = |q: PaymentQuery| reader.payments(&q).expect("query");
+    let m1 = query(PaymentQuery {
+        merchant_id: Some("M1".into()),
+        limit: 4,
+        ..PaymentQuery::default()
+    });
+    let ids: Vec<u64> = m1.iter().map(|p| p.id.0).collect();
+    assert_eq!(ids, [6, 5, 4, 3]);
+    let next = query(PaymentQuery {
+        merchant_id: Some("M1".into()),
+        before_id: Some(PaymentId(3)),
+        limit: 4,
+        ..PaymentQuery::default()
+    });
+    assert_eq!(next.iter().map(|p| p.id.0).collect::<Vec<_>>(), [2, 1]);
+    let by_order = query(PaymentQuery {
+        merchant_id: Some("M2".into()),
+        merchant_order_no: Some("order-T7".into()),
+        limit: 10,
+        ..PaymentQuery::default()
+    });
+    assert_eq!(by_order.len(), 1);
+    assert_eq!(by_order[0].channel_trade_no, "T7");
+    let window = query(PaymentQuery {
+        from: Some(T0.plus_seconds(10)),
+        to: Some(T0.plus_seconds(11)),
+        limit: 100,
+        ..PaymentQuery::default()
+    });
+    assert_eq!(window.len(), 10);
+    let before_window = query(PaymentQuery {
+        to: Some(T0.plus_seconds(10)),
+        limit: 100,
+        ..PaymentQuery::default()
+    });
+    assert!(before_window.is_empty());
+
+    let claims = platform.merchant("M1").expect("merchant").accounts.pending;
+    let last = platform.ledger().account(claims).expect("account").last_seq;
+    let history = reader.account_history(claims, last, 100).expect("history");
+    assert_eq!(history.len(), 6, "one claim posting per M1 payment");
+    assert!(history.windows(2).all(|w| w[0].seq > w[1].seq));
+    let total: i64 = history.iter().map(|t| t.amount.minor()).sum();
+    let balance = platform.merchant_balances("M1").expect("balances").pending;
+    assert_eq!(total, balance.minor());
+    assert_eq!(
+        reader.transfer(history[0].seq).expect("read"),
+        Some(history[0])
+    );
+}
+
+/// A batch that cannot be written leaves nothing behind.
+pub fn failed_commit_writes_nothing(backend: &impl Backend) {
+    let (mut store, reader) = backend.open().expect("open");
+    let mut platform = Platform::new();
+    apply_and_commit(&mut platform, &mut store, T0, &setup_commands());
+    let record = IdempotencyRecord {
+        key: "k1".into(),
+        request_hash: [7; 32],
+        status: 201,
+        body: b"{}".to_vec(),
+        created_at: T0,
+    };
+    let empty = domain::Effects::default();
+    store
+        .commit(BatchWrite {
+            effects: &empty,
+            idempotency: std::slice::from_ref(&record),
+        })
+        .expect("first use of the key");
+    assert!(platform.apply(T0, &payin("X1", "M1", 500)).is_ok());
+    let effects = platform.take_effects();
+    let refused = store.commit(BatchWrite {
+        effects: &effects,
+        idempotency: std::slice::from_ref(&record),
+    });
+    assert!(
+        refused.is_err(),
+        "a duplicate key must fail the whole batch"
+    );
+    assert_eq!(reader.payment(PaymentId(1)).expect("read"), None);
+    let (reloaded, _) = load_platform(&mut store, Timestamp(0)).expect("load");
+    assert_eq!(reloaded.payment_count(), 0);
+}
+
+/// Stored responses come back byte for byte; loading skips records older than the horizon.
+pub fn idempotency_records_round_trip_and_respect_the_horizon(backend: &impl Backend) {
+    let (mut store, reader) = backend.open().expect("open");
+    let old = IdempotencyRecord {
+        key: "key-old".into(),
+        request_hash: [1; 32],
+        status: 201,
+        body: br#"{"id":"pay_1"}"#.to_vec(),
+        created_at: T0,
+    };
+    let new = IdempotencyRecord {
+        key: "key-new".into(),
+        request_hash: [2; 32],
+        status: 422,
+        body: br#"{"error":{"code":"unknown_merchant"}}"#.to_vec(),
+        created_at: T0.plus_seconds(100),
+    };
+    let empty = domain::Effects::default();
+    store
+        .commit(BatchWrite {
+            effects: &empty,
+            idempotency: &[old.clone(), new.clone()],
+        })
+        .expect("commit");
+    assert_eq!(reader.idempotency("key-old").expect("read"), Some(old));
+    assert_eq!(reader.idempotency("key-new").expect("read"), Some(new));
+    assert_eq!(reader.idempotency("absent").expect("read"), None);
+    let (_, keys) = load_platform(&mut store, T0.plus_seconds(50)).expect("load");
+    assert_eq!(keys, vec![("key-new".to_string(), [2; 32])]);
+}
+
+/// API keys are stored by id, never twice.
+pub fn api_keys_are_unique_by_id(backend: &impl Backend) {
+    let (_store, reader) = backend.open().expect("open");
+    let key = ApiKeyRecord {
+        id: "key_admin".into(),
+        secret_hash: [9; 32],
+        scopes: vec!["admin".into(), "payments:write".into()],
+        created_at: T0,
+    };
+    assert!(reader.insert_api_key(&key).expect("insert"));
+    assert!(
+        !reader
+            .insert_api_key(&ApiKeyRecord {
+                secret_hash: [8; 32],
+                ..key.clone()
+            })
+            .expect("insert")
+    );
+    assert_eq!(reader.api_key("key_admin").expect("read"), Some(key));
+    assert_eq!(reader.api_key_count().expect("count"), 1);
+}

@@ -1,0 +1,786 @@
+//! The embedded backend: one SQLite file in the data directory, WAL mode, `synchronous=FULL`
+//! so that a committed batch survives power loss.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use domain::{Channel, FeeSchedule, Merchant, MerchantAccounts, Payment, PaymentId};
+use ledger::{
+    Account, AccountFlags, AccountId, AccountKind, Amount, Balances, Currency, NewAccount,
+    Timestamp, Transfer, TransferFlags, TransferId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{
+    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentQuery, Recovery, Store, StoreError,
+    StoreRead, StoreResult,
+};
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "dzero.db";
+/// Read connections kept open for request handlers.
+const READ_CONNECTIONS_MAX: usize = 8;
+/// How long a connection waits for a lock held by another before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+/// Never edit a migration that has shipped: add a new one.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE accounts (
+    id           INTEGER PRIMARY KEY,
+    currency     TEXT    NOT NULL,
+    kind         INTEGER NOT NULL,
+    flags        INTEGER NOT NULL,
+    credit_limit INTEGER NOT NULL,
+    code         INTEGER NOT NULL,
+    user_data    INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT;
+
+-- The ledger journal. Append-only; seq is the rowid, so inserts are sequential.
+CREATE TABLE transfers (
+    seq          INTEGER PRIMARY KEY,
+    id           BLOB    NOT NULL,
+    debit        INTEGER NOT NULL,
+    credit       INTEGER NOT NULL,
+    amount       INTEGER NOT NULL,
+    pending_id   BLOB    NOT NULL,
+    timeout_s    INTEGER NOT NULL,
+    flags        INTEGER NOT NULL,
+    code         INTEGER NOT NULL,
+    user_data    INTEGER NOT NULL,
+    ts           INTEGER NOT NULL,
+    debit_prev   INTEGER NOT NULL,
+    credit_prev  INTEGER NOT NULL,
+    fingerprint  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE channels (
+    idx                INTEGER PRIMARY KEY,
+    id                 TEXT    NOT NULL UNIQUE,
+    name               TEXT    NOT NULL,
+    currency           TEXT    NOT NULL,
+    cost_rate_ppm      INTEGER NOT NULL,
+    cost_min           INTEGER NOT NULL,
+    cost_max           INTEGER NOT NULL,
+    receivable_account INTEGER NOT NULL,
+    created_at         INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE merchants (
+    idx               INTEGER PRIMARY KEY,
+    id                TEXT    NOT NULL UNIQUE,
+    name              TEXT    NOT NULL,
+    currency          TEXT    NOT NULL,
+    fee_rate_ppm      INTEGER NOT NULL,
+    fee_min           INTEGER NOT NULL,
+    fee_max           INTEGER NOT NULL,
+    account_pending   INTEGER NOT NULL,
+    account_available INTEGER NOT NULL,
+    account_frozen    INTEGER NOT NULL,
+    account_advanced  INTEGER NOT NULL,
+    account_debt      INTEGER NOT NULL,
+    created_at        INTEGER NOT NULL
+) STRICT;
+
+-- Append-only; id is the rowid.
+CREATE TABLE payments (
+    id                INTEGER PRIMARY KEY,
+    channel_id        TEXT    NOT NULL,
+    merchant_id       TEXT    NOT NULL,
+    channel_trade_no  TEXT    NOT NULL,
+    merchant_order_no TEXT    NOT NULL,
+    amount            INTEGER NOT NULL,
+    currency          TEXT    NOT NULL,
+    paid_at           INTEGER NOT NULL,
+    merchant_fee      INTEGER NOT NULL,
+    channel_cost      INTEGER NOT NULL,
+    merchant_claim    INTEGER NOT NULL,
+    created_at        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX payments_by_merchant ON payments (merchant_id, id);
+
+CREATE TABLE idempotency (
+    key          TEXT    PRIMARY KEY,
+    request_hash BLOB    NOT NULL,
+    status       INTEGER NOT NULL,
+    body         BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE api_keys (
+    id          TEXT    PRIMARY KEY,
+    secret_hash BLOB    NOT NULL,
+    scopes      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+"];
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        db_err(e)
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -65536;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {version}")))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "schema version {applied} is newer than this program ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    let tx = conn.transaction()?;
+    for migration in &MIGRATIONS[applied..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The write side of the SQLite backend.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+/// The read side of the SQLite backend: a small pool of read connections.
+#[derive(Debug)]
+pub struct SqliteReader {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir`, applies migrations and returns
+    /// the writer and a reader.
+    pub fn open(data_dir: &Path) -> StoreResult<(SqliteStore, SqliteReader)> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let reader = SqliteReader {
+            path,
+            pool: Mutex::new(Vec::new()),
+        };
+        Ok((SqliteStore { conn }, reader))
+    }
+}
+
+// ----- Conversions between rows and domain types. -----
+
+fn u128_blob(value: u128) -> [u8; 16] {
+    value.to_be_bytes()
+}
+
+fn blob_u128(bytes: &[u8]) -> StoreResult<u128> {
+    let array: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("transfer id is not 16 bytes".into()))?;
+    Ok(u128::from_be_bytes(array))
+}
+
+/// SQLite integers are signed; u64 values are stored bit-for-bit.
+fn u64_int(value: u64) -> i64 {
+    value as i64
+}
+
+fn int_u64(value: i64) -> u64 {
+    value as u64
+}
+
+fn currency(text: &str) -> StoreResult<Currency> {
+    Currency::parse(text).ok_or_else(|| StoreError::Corrupt(format!("currency {text:?}")))
+}
+
+fn kind_code(kind: AccountKind) -> i64 {
+    match kind {
+        AccountKind::Asset => 1,
+        AccountKind::Liability => 2,
+        AccountKind::Income => 3,
+        AccountKind::Expense => 4,
+        AccountKind::Equity => 5,
+    }
+}
+
+fn code_kind(code: i64) -> StoreResult<AccountKind> {
+    Ok(match code {
+        1 => AccountKind::Asset,
+        2 => AccountKind::Liability,
+        3 => AccountKind::Income,
+        4 => AccountKind::Expense,
+        5 => AccountKind::Equity,
+        other => return Err(StoreError::Corrupt(format!("account kind {other}"))),
+    })
+}
+
+fn u16_of(value: i64, what: &str) -> StoreResult<u16> {
+    u16::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
+}
+
+fn account_from_row(row: &Row<'_>) -> StoreResult<Account> {
+    let flags: i64 = row.get(3)?;
+    Ok(Account {
+        spec: NewAccount {
+            id: AccountId(int_u64(row.get(0)?)),
+            currency: currency(&row.get::<_, String>(1)?)?,
+            kind: code_kind(row.get(2)?)?,
+            flags: AccountFlags::from_bits(u16_of(flags, "account flags")?)
+                .ok_or_else(|| StoreError::Corrupt(format!("account flags {flags}")))?,
+            credit_limit: Amount::from_minor(row.get(4)?),
+            code: u16_of(row.get(5)?, "account code")?,
+            user_data: int_u64(row.get(6)?),
+        },
+        balances: Balances::default(),
+        timestamp: Timestamp(row.get(7)?),
+        last_seq: 0,
+    })
+}
+
+const TRANSFER_COLUMNS: &str = "seq, id, debit, credit, amount, pending_id, timeout_s, flags, \
+                                code, user_data, ts, debit_prev, credit_prev, fingerprint";
+
+fn transfer_from_row(row: &Row<'_>) -> StoreResult<(Transfer, u64)> {
+    let flags: i64 = row.get(7)?;
+    let transfer = Transfer {
+        seq: int_u64(row.get(0)?),
+        id: TransferId(blob_u128(&row.get::<_, Vec<u8>>(1)?)?),
+        debit_account_id: AccountId(int_u64(row.get(2)?)),
+        credit_account_id: AccountId(int_u64(row.get(3)?)),
+        amount: Amount::from_minor(row.get(4)?),
+        pending_id: TransferId(blob_u128(&row.get::<_, Vec<u8>>(5)?)?),
+        timeout_seconds: u32::try_from(row.get::<_, i64>(6)?)
+            .map_err(|_| StoreError::Corrupt("transfer timeout".into()))?,
+        flags: TransferFlags::from_bits(u16_of(flags, "transfer flags")?)
+            .ok_or_else(|| StoreError::Corrupt(format!("transfer flags {flags}")))?,
+        code: u16_of(row.get(8)?, "transfer code")?,
+        user_data: int_u64(row.get(9)?),
+        timestamp: Timestamp(row.get(10)?),
+        debit_prev_seq: int_u64(row.get(11)?),
+        credit_prev_seq: int_u64(row.get(12)?),
+    };
+    Ok((transfer, int_u64(row.get(13)?)))
+}
+
+fn schedule(rate: i64, min: i64, max: i64) -> StoreResult<FeeSchedule> {
+    Ok(FeeSchedule {
+        rate_ppm: u32::try_from(rate).map_err(|_| StoreError::Corrupt(format!("rate {rate}")))?,
+        min: Amount::from_minor(min),
+        max: Amount::from_minor(max),
+    })
+}
+
+fn channel_from_row(row: &Row<'_>) -> StoreResult<Channel> {
+    Ok(Channel {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        currency: currency(&row.get::<_, String>(2)?)?,
+        cost: schedule(row.get(3)?, row.get(4)?, row.get(5)?)?,
+        receivable_account: AccountId(int_u64(row.get(6)?)),
+        created_at: Timestamp(row.get(7)?),
+    })
+}
+
+fn merchant_from_row(row: &Row<'_>) -> StoreResult<Merchant> {
+    let account = |i: usize| -> StoreResult<AccountId> { Ok(AccountId(int_u64(row.get(i)?))) };
+    Ok(Merchant {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        currency: currency(&row.get::<_, String>(2)?)?,
+        fee: schedule(row.get(3)?, row.get(4)?, row.get(5)?)?,
+        accounts: MerchantAccounts {
+            pending: account(6)?,
+            available: account(7)?,
+            frozen: account(8)?,
+            advanced: account(9)?,
+            debt: account(10)?,
+        },
+        created_at: Timestamp(row.get(11)?),
+    })
+}
+
+const PAYMENT_COLUMNS: &str = "id, channel_id, merchant_id, channel_trade_no, merchant_order_no, \
+                               amount, currency, paid_at, merchant_fee, channel_cost, \
+                               merchant_claim, created_at";
+
+fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
+    Ok(Payment {
+        id: PaymentId(int_u64(row.get(0)?)),
+        channel_id: row.get(1)?,
+        merchant_id: row.get(2)?,
+        channel_trade_no: row.get(3)?,
+        merchant_order_no: row.get(4)?,
+        amount: Amount::from_minor(row.get(5)?),
+        currency: currency(&row.get::<_, String>(6)?)?,
+        paid_at: Timestamp(row.get(7)?),
+        merchant_fee: Amount::from_minor(row.get(8)?),
+        channel_cost: Amount::from_minor(row.get(9)?),
+        merchant_claim: Amount::from_minor(row.get(10)?),
+        created_at: Timestamp(row.get(11)?),
+    })
+}
+
+/// Runs `query` and hands each row to `each`, stopping at the first error.
+fn for_each_row(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut each: impl FnMut(&Row<'_>) -> StoreResult<()>,
+) -> StoreResult<()> {
+    let mut statement = conn.prepare(sql)?;
+    let mut rows = statement.query(params)?;
+    while let Some(row) = rows.next()? {
+        each(row)?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load(
+        &mut self,
+        recovery: &mut dyn Recovery,
+        idempotency_since: Timestamp,
+    ) -> StoreResult<()> {
+        let conn = &self.conn;
+        for_each_row(
+            conn,
+            "SELECT id, currency, kind, flags, credit_limit, code, user_data, created_at
+             FROM accounts ORDER BY id",
+            [],
+            |row| recovery.account(&account_from_row(row)?),
+        )?;
+        for_each_row(
+            conn,
+            "SELECT id, name, currency, cost_rate_ppm, cost_min, cost_max, receivable_account,
+                    created_at
+             FROM channels ORDER BY idx",
+            [],
+            |row| recovery.channel(channel_from_row(row)?),
+        )?;
+        for_each_row(
+            conn,
+            "SELECT id, name, currency, fee_rate_ppm, fee_min, fee_max, account_pending,
+                    account_available, account_frozen, account_advanced, account_debt, created_at
+             FROM merchants ORDER BY idx",
+            [],
+            |row| recovery.merchant(merchant_from_row(row)?),
+        )?;
+        for_each_row(
+            conn,
+            &format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY seq"),
+            [],
+            |row| {
+                let (transfer, fingerprint) = transfer_from_row(row)?;
+                recovery.transfer(&transfer, fingerprint)
+            },
+        )?;
+        for_each_row(
+            conn,
+            &format!("SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY id"),
+            [],
+            |row| recovery.payment(&payment_from_row(row)?),
+        )?;
+        for_each_row(
+            conn,
+            "SELECT key, request_hash FROM idempotency WHERE created_at >= ?1",
+            [idempotency_since.micros()],
+            |row| {
+                let key: String = row.get(0)?;
+                let hash: Vec<u8> = row.get(1)?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("request hash is not 32 bytes".into()))?;
+                recovery.idempotency(&key, hash)
+            },
+        )?;
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: BatchWrite<'_>) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        let effects = batch.effects;
+        if !effects.journal.accounts.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO accounts (id, currency, kind, flags, credit_limit, code, user_data,
+                                       created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for account in &effects.journal.accounts {
+                let s = &account.spec;
+                insert.execute(params![
+                    u64_int(s.id.0),
+                    s.currency.as_str(),
+                    kind_code(s.kind),
+                    i64::from(s.flags.bits()),
+                    s.credit_limit.minor(),
+                    i64::from(s.code),
+                    u64_int(s.user_data),
+                    account.timestamp.micros(),
+                ])?;
+            }
+        }
+        if !effects.journal.transfers.is_empty() {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO transfers ({TRANSFER_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?;
+            for (t, fingerprint) in &effects.journal.transfers {
+                insert.execute(params![
+                    u64_int(t.seq),
+                    &u128_blob(t.id.0)[..],
+                    u64_int(t.debit_account_id.0),
+                    u64_int(t.credit_account_id.0),
+                    t.amount.minor(),
+                    &u128_blob(t.pending_id.0)[..],
+                    i64::from(t.timeout_seconds),
+                    i64::from(t.flags.bits()),
+                    i64::from(t.code),
+                    u64_int(t.user_data),
+                    t.timestamp.micros(),
+                    u64_int(t.debit_prev_seq),
+                    u64_int(t.credit_prev_seq),
+                    u64_int(*fingerprint),
+                ])?;
+            }
+        }
+        for c in &effects.channels {
+            tx.prepare_cached(
+                "INSERT INTO channels (id, name, currency, cost_rate_ppm, cost_min, cost_max,
+                                       receivable_account, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                c.id,
+                c.name,
+                c.currency.as_str(),
+                i64::from(c.cost.rate_ppm),
+                c.cost.min.minor(),
+                c.cost.max.minor(),
+                u64_int(c.receivable_account.0),
+                c.created_at.micros(),
+            ])?;
+        }
+        for m in &effects.merchants {
+            let a = &m.accounts;
+            tx.prepare_cached(
+                "INSERT INTO merchants (id, name, currency, fee_rate_ppm, fee_min, fee_max,
+                    account_pending, account_available, account_frozen, account_advanced,
+                    account_debt, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                m.id,
+                m.name,
+                m.currency.as_str(),
+                i64::from(m.fee.rate_ppm),
+                m.fee.min.minor(),
+                m.fee.max.minor(),
+                u64_int(a.pending.0),
+                u64_int(a.available.0),
+                u64_int(a.frozen.0),
+                u64_int(a.advanced.0),
+                u64_int(a.debt.0),
+                m.created_at.micros(),
+            ])?;
+        }
+        if !effects.payments.is_empty() {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO payments ({PAYMENT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?;
+            for p in &effects.payments {
+                insert.execute(params![
+                    u64_int(p.id.0),
+                    p.channel_id,
+                    p.merchant_id,
+                    p.channel_trade_no,
+                    p.merchant_order_no,
+                    p.amount.minor(),
+                    p.currency.as_str(),
+                    p.paid_at.micros(),
+                    p.merchant_fee.minor(),
+                    p.channel_cost.minor(),
+                    p.merchant_claim.minor(),
+                    p.created_at.micros(),
+                ])?;
+            }
+        }
+        for record in batch.idempotency {
+            tx.prepare_cached(
+                "INSERT INTO idempotency (key, request_hash, status, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                record.key,
+                &record.request_hash[..],
+                i64::from(record.status),
+                record.body,
+                record.created_at.micros(),
+            ])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl SqliteReader {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self
+            .pool
+            .lock()
+            .map_err(|_| StoreError::Database("read pool poisoned".into()))?
+            .pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < READ_CONNECTIONS_MAX
+        {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+impl StoreRead for SqliteReader {
+    fn payment(&self, id: PaymentId) -> StoreResult<Option<Payment>> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"
+            ))?;
+            let mut rows = statement.query([u64_int(id.0)])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(payment_from_row(row)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn payments(&self, query: &PaymentQuery) -> StoreResult<Vec<Payment>> {
+        let mut sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut filter = |clause: &str, value: rusqlite::types::Value| {
+            values.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
+        };
+        if let Some(m) = &query.merchant_id {
+            filter("merchant_id =", m.clone().into());
+        }
+        if let Some(o) = &query.merchant_order_no {
+            filter("merchant_order_no =", o.clone().into());
+        }
+        if let Some(c) = &query.channel_id {
+            filter("channel_id =", c.clone().into());
+        }
+        if let Some(t) = &query.channel_trade_no {
+            filter("channel_trade_no =", t.clone().into());
+        }
+        if let Some(from) = query.from {
+            filter("created_at >=", from.micros().into());
+        }
+        if let Some(to) = query.to {
+            filter("created_at <", to.micros().into());
+        }
+        if let Some(before) = query.before_id {
+            filter("id <", u64_int(before.0).into());
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+            let mut payments = Vec::new();
+            while let Some(row) = rows.next()? {
+                payments.push(payment_from_row(row)?);
+            }
+            Ok(payments)
+        })
+    }
+
+    fn transfer(&self, seq: u64) -> StoreResult<Option<Transfer>> {
+        self.with(|conn| read_transfer(conn, seq))
+    }
+
+    fn account_history(
+        &self,
+        account: AccountId,
+        start_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Transfer>> {
+        self.with(|conn| {
+            let mut history = Vec::new();
+            let mut seq = start_seq;
+            while seq != 0 && history.len() < limit as usize {
+                let Some(transfer) = read_transfer(conn, seq)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "history points at missing {seq}"
+                    )));
+                };
+                let Some(previous) = transfer.prev_seq_for(account) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "transfer {seq} is not in the history of account {}",
+                        account.0
+                    )));
+                };
+                history.push(transfer);
+                seq = previous;
+            }
+            Ok(history)
+        })
+    }
+
+    fn idempotency(&self, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT key, request_hash, status, body, created_at FROM idempotency
+                 WHERE key = ?1",
+            )?
+            .query_row([key], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .optional()?
+            .map(|(key, hash, status, body, created_at)| {
+                Ok(IdempotencyRecord {
+                    key,
+                    request_hash: hash
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("request hash length".into()))?,
+                    status: u16::try_from(status)
+                        .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+                    body,
+                    created_at: Timestamp(created_at),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT id, secret_hash, scopes, created_at FROM api_keys WHERE id = ?1",
+            )?
+            .query_row([id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?
+            .map(|(id, hash, scopes, created_at)| {
+                Ok(ApiKeyRecord {
+                    id,
+                    secret_hash: hash
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("secret hash length".into()))?,
+                    scopes: scopes
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    created_at: Timestamp(created_at),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<bool> {
+        self.with(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO api_keys (id, secret_hash, scopes, created_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                params![
+                    key.id,
+                    &key.secret_hash[..],
+                    key.scopes.join(" "),
+                    key.created_at.micros()
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn api_key_count(&self) -> StoreResult<u64> {
+        self.with(|conn| {
+            let count: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?;
+            Ok(int_u64(count))
+        })
+    }
+}
+
+fn read_transfer(conn: &Connection, seq: u64) -> StoreResult<Option<Transfer>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE seq = ?1"
+    ))?;
+    let mut rows = statement.query([u64_int(seq)])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(transfer_from_row(row)?.0)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{self, Backend};
+
+    struct TempSqlite(tempfile::TempDir);
+
+    impl Backend for TempSqlite {
+        type Writer = SqliteStore;
+        type Reader = SqliteReader;
+        fn open(&self) -> StoreResult<(SqliteStore, SqliteReader)> {
+            SqliteStore::open(self.0.path())
+        }
+    }
+
+    fn fresh() -> TempSqlite {
+        TempSqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    #[test]
+    fn sqlite_passes_the_conformance_suite() {
+        conformance::run_all(fresh);
+    }
+
+    #[test]
+    fn opening_twice_keeps_the_schema_version() {
+        let backend = fresh();
+        drop(backend.open().expect("first open"));
+        let (store, _) = backend.open().expect("second open");
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+}
