@@ -282,7 +282,10 @@ pub fn idempotency_records_round_trip_and_respect_the_horizon(backend: &impl Bac
     assert_eq!(reader.idempotency("key-new").expect("read"), Some(new));
     assert_eq!(reader.idempotency("absent").expect("read"), None);
     let (_, keys) = load_platform(&mut store, T0.plus_seconds(50)).expect("load");
-    assert_eq!(keys, vec![("key-new".to_string(), [2; 32])]);
+    assert_eq!(
+        keys,
+        vec![("key-new".to_string(), [2; 32], T0.plus_seconds(100))]
+    );
 }
 
 /// API keys are stored by id, never twice.

@@ -77,7 +77,12 @@ pub trait Recovery {
     fn merchant(&mut self, merchant: Merchant) -> StoreResult<()>;
     fn transfer(&mut self, transfer: &Transfer, fingerprint: u64) -> StoreResult<()>;
     fn payment(&mut self, payment: &Payment) -> StoreResult<()>;
-    fn idempotency(&mut self, key: &str, request_hash: [u8; 32]) -> StoreResult<()>;
+    fn idempotency(
+        &mut self,
+        key: &str,
+        request_hash: [u8; 32],
+        created_at: Timestamp,
+    ) -> StoreResult<()>;
 }
 
 /// The write side: one owner, the engine's writer thread.
@@ -133,8 +138,9 @@ pub trait StoreRead: Send + Sync + 'static {
     fn api_key_count(&self) -> StoreResult<u64>;
 }
 
-/// An idempotency key still inside its retention window, with the digest of its request.
-pub type RecentKey = (String, [u8; 32]);
+/// An idempotency key still inside its retention window, with the digest of its request and
+/// when it was first used.
+pub type RecentKey = (String, [u8; 32], Timestamp);
 
 /// Rebuilds the platform from storage, returning it with the idempotency keys (and request
 /// digests) recorded since `idempotency_since`.
@@ -170,8 +176,13 @@ pub fn load_platform(
                 .restore_payment(payment)
                 .map_err(|e| StoreError::Recovery(format!("payment {}: {e:?}", payment.id.0)))
         }
-        fn idempotency(&mut self, key: &str, request_hash: [u8; 32]) -> StoreResult<()> {
-            self.keys.push((key.to_owned(), request_hash));
+        fn idempotency(
+            &mut self,
+            key: &str,
+            request_hash: [u8; 32],
+            created_at: Timestamp,
+        ) -> StoreResult<()> {
+            self.keys.push((key.to_owned(), request_hash, created_at));
             Ok(())
         }
     }

@@ -401,7 +401,8 @@ impl Store for SqliteStore {
         )?;
         for_each_row(
             conn,
-            "SELECT key, request_hash FROM idempotency WHERE created_at >= ?1",
+            "SELECT key, request_hash, created_at FROM idempotency WHERE created_at >= ?1
+             ORDER BY created_at",
             [idempotency_since.micros()],
             |row| {
                 let key: String = row.get(0)?;
@@ -409,7 +410,7 @@ impl Store for SqliteStore {
                 let hash: [u8; 32] = hash
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("request hash is not 32 bytes".into()))?;
-                recovery.idempotency(&key, hash)
+                recovery.idempotency(&key, hash, Timestamp(row.get(2)?))
             },
         )?;
         Ok(())
