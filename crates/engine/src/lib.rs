@@ -110,7 +110,10 @@ pub enum SubmissionReply {
     KeyConflict,
 }
 
-type Query = Box<dyn FnOnce(&Platform) + Send>;
+/// A read of the state, run in sequence; it returns the delivery of its answer, which is held
+/// until everything before it is durable.
+type Query = Box<dyn FnOnce(&Platform) -> Delivery + Send>;
+type Delivery = Box<dyn FnOnce() + Send>;
 
 enum Request {
     Commands {
@@ -279,7 +282,10 @@ impl Engine {
         let (reply, receiver) = tokio::sync::oneshot::channel();
         self.enqueue(
             Request::Query(Box::new(move |platform| {
-                let _ = reply.send(read(platform));
+                let answer = read(platform);
+                Box::new(move || {
+                    let _ = reply.send(answer);
+                })
             })),
             false,
         )?;
@@ -294,7 +300,10 @@ impl Engine {
         let (reply, receiver) = tokio::sync::oneshot::channel();
         self.enqueue(
             Request::Query(Box::new(move |platform| {
-                let _ = reply.send(read(platform));
+                let answer = read(platform);
+                Box::new(move || {
+                    let _ = reply.send(answer);
+                })
             })),
             true,
         )?;
@@ -345,13 +354,18 @@ impl RecentKeys {
     }
 }
 
-/// Replies held until the batch is durable.
-enum Pending {
-    Commands(
-        tokio::sync::oneshot::Sender<SubmissionReply>,
-        SubmissionReply,
-    ),
+/// A batch applied in memory, on its way to storage, with the answers held until it is durable.
+struct AppliedBatch {
+    effects: domain::Effects,
+    records: Vec<IdempotencyRecord>,
+    commands: usize,
+    replies: Vec<(tokio::sync::oneshot::Sender<SubmissionReply>, SubmissionReply)>,
+    deliveries: Vec<Delivery>,
 }
+
+/// Batches applied but not yet committed, at most: one being written, this many waiting. The
+/// writer applies the next batch while the committer writes the previous one.
+const COMMIT_PIPELINE_DEPTH: usize = 1;
 
 struct Writer<S: Store> {
     platform: Platform,
@@ -365,19 +379,98 @@ struct Writer<S: Store> {
 }
 
 impl<S: Store> Writer<S> {
-    fn run(mut self) {
-        let mut batch: Vec<Request> = Vec::with_capacity(self.config.batch_commands_max);
-        while self.collect(&mut batch) {
-            if let Err(error) = self.process(&mut batch) {
-                tracing::error!(%error, "commit failed: the engine stops (fail-stop)");
-                // Dropping the receiver with the queued requests closes their reply channels,
-                // so every waiting caller learns the engine stopped.
+    /// Splits into the apply loop (this thread) and the commit loop (a second thread), joined
+    /// by a bounded channel so that applying never runs far ahead of storage.
+    fn run(self) {
+        let Writer {
+            platform,
+            mut store,
+            receiver,
+            config,
+            clock,
+            shared,
+            keys,
+            last_timestamp,
+        } = self;
+        let (to_commit, committing) = mpsc::sync_channel::<AppliedBatch>(COMMIT_PIPELINE_DEPTH);
+        let committer_shared = Arc::clone(&shared);
+        let committer = std::thread::Builder::new()
+            .name("dzero-committer".into())
+            .spawn(move || commit_loop(&mut store, &committing, &committer_shared));
+        let committer = match committer {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the committer thread");
+                shared.stopped.store(true, Ordering::Release);
                 return;
             }
+        };
+        let mut applier = Applier {
+            platform,
+            receiver,
+            config,
+            clock,
+            shared,
+            keys,
+            last_timestamp,
+        };
+        let mut batch: Vec<Request> = Vec::with_capacity(applier.config.batch_commands_max);
+        while applier.collect(&mut batch) {
+            let applied = applier.apply(&mut batch);
+            if to_commit.send(applied).is_err() {
+                // The committer has stopped after a failed commit; this batch's effects will
+                // never be durable, so its callers are answered with nothing (Stopped).
+                break;
+            }
         }
-        tracing::info!("sequencer stopped: all handles dropped");
+        drop(to_commit);
+        let _ = committer.join();
+        tracing::info!("sequencer stopped");
     }
+}
 
+fn commit_loop(
+    store: &mut impl Store,
+    batches: &Receiver<AppliedBatch>,
+    shared: &Shared,
+) {
+    for batch in batches {
+        if !batch.effects.is_empty() || !batch.records.is_empty() {
+            let started = Instant::now();
+            let written = store.commit(BatchWrite {
+                effects: &batch.effects,
+                idempotency: &batch.records,
+            });
+            if let Err(error) = written {
+                // Stop before the held replies are dropped, so that a caller who learns its
+                // request failed also sees the engine stopped.
+                shared.stopped.store(true, Ordering::Release);
+                tracing::error!(%error, "commit failed: the engine stops (fail-stop)");
+                return;
+            }
+            shared.metrics.committed(started.elapsed(), batch.commands);
+        }
+        for deliver in batch.deliveries {
+            deliver();
+        }
+        for (reply, answer) in batch.replies {
+            // A caller that went away no longer needs its answer; its effects stand.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+struct Applier {
+    platform: Platform,
+    receiver: Receiver<Request>,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    keys: RecentKeys,
+    last_timestamp: Timestamp,
+}
+
+impl Applier {
     /// Waits for a request, then gathers more up to the batch limits. False when every handle
     /// is gone and the queue is empty.
     fn collect(&mut self, batch: &mut Vec<Request>) -> bool {
@@ -418,15 +511,16 @@ impl<S: Store> Writer<S> {
         now
     }
 
-    fn process(&mut self, batch: &mut Vec<Request>) -> Result<(), StoreError> {
+    /// Applies a batch in memory and returns what must be committed and answered.
+    fn apply(&mut self, batch: &mut Vec<Request>) -> AppliedBatch {
         let now = self.stamp();
         self.platform.tick(now);
-        self.keys.forget_before(Timestamp(
-            now.micros()
-                .saturating_sub(secs_to_micros(self.config.idempotency_retention_s)),
-        ));
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut queries = Vec::new();
+        self.keys
+            .forget_before(Timestamp(now.micros().saturating_sub(secs_to_micros(
+                self.config.idempotency_retention_s,
+            ))));
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();
         let mut commands_applied = 0usize;
         for request in batch.drain(..) {
@@ -444,7 +538,7 @@ impl<S: Store> Writer<S> {
                         } else {
                             SubmissionReply::KeyConflict
                         };
-                        pending.push(Pending::Commands(reply, answer));
+                        replies.push((reply, answer));
                         continue;
                     }
                     let results: Vec<CommandResult> = commands
@@ -463,35 +557,17 @@ impl<S: Store> Writer<S> {
                             created_at: now,
                         });
                     }
-                    pending.push(Pending::Commands(reply, SubmissionReply::Applied(results)));
+                    replies.push((reply, SubmissionReply::Applied(results)));
                 }
-                Request::Query(query) => queries.push(query),
+                Request::Query(query) => deliveries.push(query(&self.platform)),
             }
         }
-        let effects = self.platform.take_effects();
-        if !effects.is_empty() || !records.is_empty() {
-            let started = Instant::now();
-            let written = self.store.commit(BatchWrite {
-                effects: &effects,
-                idempotency: &records,
-            });
-            if let Err(error) = written {
-                // Stop before the held replies are dropped, so that a caller who learns its
-                // request failed also sees the engine stopped.
-                self.shared.stopped.store(true, Ordering::Release);
-                return Err(error);
-            }
-            self.shared
-                .metrics
-                .committed(started.elapsed(), commands_applied);
+        AppliedBatch {
+            effects: self.platform.take_effects(),
+            records,
+            commands: commands_applied,
+            replies,
+            deliveries,
         }
-        for query in queries {
-            query(&self.platform);
-        }
-        for Pending::Commands(reply, answer) in pending {
-            // A caller that went away no longer needs its answer; its effects stand.
-            let _ = reply.send(answer);
-        }
-        Ok(())
     }
 }

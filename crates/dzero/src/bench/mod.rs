@@ -1,0 +1,3 @@
+//! Benchmarks, each one command that prints its figure as the last line.
+
+pub mod payins;
