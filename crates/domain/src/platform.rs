@@ -82,8 +82,9 @@ pub enum Outcome {
         created: bool,
     },
     PaymentRecorded(Payment),
-    /// The same channel trade number was reported before with the same content.
-    PaymentExists(PaymentId),
+    /// The same channel trade number was reported before with the same content: the original
+    /// payment, unchanged.
+    PaymentExists(Payment),
 }
 
 /// Why a command was refused. Refusal changes nothing.
@@ -139,11 +140,33 @@ pub struct MerchantBalances {
 }
 
 /// What the index of reported trades remembers of each payment: enough to recognise a retry
-/// and to answer with the original.
+/// and, with the retry's own (equal) content, to answer with the original payment.
 #[derive(Clone, Copy, Debug)]
 struct TradeEntry {
     payment: PaymentId,
     content: u64,
+    merchant_fee: Amount,
+    channel_cost: Amount,
+    created_at: Timestamp,
+}
+
+impl TradeEntry {
+    fn payment(&self, new: &NewPayment) -> Payment {
+        Payment {
+            id: self.payment,
+            channel_id: new.channel_id.clone(),
+            merchant_id: new.merchant_id.clone(),
+            channel_trade_no: new.channel_trade_no.clone(),
+            merchant_order_no: new.merchant_order_no.clone(),
+            amount: new.amount,
+            currency: new.currency,
+            paid_at: new.paid_at,
+            merchant_fee: self.merchant_fee,
+            channel_cost: self.channel_cost,
+            merchant_claim: Amount::from_minor(new.amount.minor() - self.merchant_fee.minor()),
+            created_at: self.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -389,7 +412,7 @@ impl Platform {
         );
         if let Some(entry) = self.trades.get(&trade_key) {
             return if entry.content == content {
-                Ok(Outcome::PaymentExists(entry.payment))
+                Ok(Outcome::PaymentExists(entry.payment(new)))
             } else {
                 Err(DomainError::DuplicateTradeWithDifferentContent)
             };
@@ -471,6 +494,9 @@ impl Platform {
             TradeEntry {
                 payment: payment_id,
                 content,
+                merchant_fee,
+                channel_cost,
+                created_at: now,
             },
         );
         self.effects.payments.push(payment.clone());
@@ -636,6 +662,9 @@ impl Platform {
             TradeEntry {
                 payment: payment.id,
                 content: payment_content(merchant_index, &new),
+                merchant_fee: payment.merchant_fee,
+                channel_cost: payment.channel_cost,
+                created_at: payment.created_at,
             },
         );
         self.next_payment_id = self.next_payment_id.max(payment.id.0 + 1);

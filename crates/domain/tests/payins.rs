@@ -85,12 +85,15 @@ fn worked_example_numbers() {
 #[test]
 fn repeated_trade_returns_the_first_payment_and_changes_nothing() {
     let mut p = platform();
-    p.apply(NOW, &payin("T1", 1_000)).unwrap();
+    let Ok(Outcome::PaymentRecorded(first)) = p.apply(NOW, &payin("T1", 1_000)) else {
+        panic!("pay-in refused");
+    };
     let seq = p.ledger().last_seq();
-    assert!(matches!(
-        p.apply(NOW, &payin("T1", 1_000)),
-        Ok(Outcome::PaymentExists(id)) if id.0 == 1
-    ));
+    let later = Timestamp(NOW.micros() + 1_000_000);
+    assert_eq!(
+        p.apply(later, &payin("T1", 1_000)),
+        Ok(Outcome::PaymentExists(first))
+    );
     assert_eq!(
         p.apply(NOW, &payin("T1", 1_001)),
         Err(DomainError::DuplicateTradeWithDifferentContent)

@@ -359,7 +359,10 @@ struct AppliedBatch {
     effects: domain::Effects,
     records: Vec<IdempotencyRecord>,
     commands: usize,
-    replies: Vec<(tokio::sync::oneshot::Sender<SubmissionReply>, SubmissionReply)>,
+    replies: Vec<(
+        tokio::sync::oneshot::Sender<SubmissionReply>,
+        SubmissionReply,
+    )>,
     deliveries: Vec<Delivery>,
 }
 
@@ -429,11 +432,7 @@ impl<S: Store> Writer<S> {
     }
 }
 
-fn commit_loop(
-    store: &mut impl Store,
-    batches: &Receiver<AppliedBatch>,
-    shared: &Shared,
-) {
+fn commit_loop(store: &mut impl Store, batches: &Receiver<AppliedBatch>, shared: &Shared) {
     for batch in batches {
         if !batch.effects.is_empty() || !batch.records.is_empty() {
             let started = Instant::now();
@@ -515,10 +514,10 @@ impl Applier {
     fn apply(&mut self, batch: &mut Vec<Request>) -> AppliedBatch {
         let now = self.stamp();
         self.platform.tick(now);
-        self.keys
-            .forget_before(Timestamp(now.micros().saturating_sub(secs_to_micros(
-                self.config.idempotency_retention_s,
-            ))));
+        self.keys.forget_before(Timestamp(
+            now.micros()
+                .saturating_sub(secs_to_micros(self.config.idempotency_retention_s)),
+        ));
         let mut replies = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();

@@ -144,11 +144,17 @@ pub fn committed_batches_survive_reopen_and_rebuild_identical_state(backend: &im
             .all(|l| l.balanced())
     );
     // The trade index came back: a retry is recognised, a conflicting report refused.
-    assert!(matches!(
+    let original = stored_payment(backend, PaymentId(2));
+    assert_eq!(
         rebuilt.apply(T0, &payin("T0-1", "M1", 10_007)),
-        Ok(Outcome::PaymentExists(PaymentId(2)))
-    ));
+        Ok(Outcome::PaymentExists(original))
+    );
     assert!(rebuilt.apply(T0, &payin("T0-1", "M1", 1)).is_err());
+}
+
+fn stored_payment(backend: &impl Backend, id: PaymentId) -> domain::Payment {
+    let (_, reader) = backend.open().expect("open");
+    reader.payment(id).expect("read").expect("stored")
 }
 
 /// Payments are found by id and by the order-query filters, newest first with cursor paging;

@@ -33,7 +33,10 @@ pub struct PayinsArgs {
 
 pub fn run(args: &PayinsArgs) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let (store, _reader) = SqliteStore::open(&dir).context("opening the store")?;
     let config = EngineConfig {
         batch_commands_max: args.batch_commands_max,
