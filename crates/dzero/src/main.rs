@@ -1,8 +1,7 @@
 //! The `dzero` command: run the server, run benchmarks.
 
 use clap::{Parser, Subcommand};
-
-mod bench;
+use dzero::{bench, server};
 
 /// dzero: a payment-platform core (ledger, clearing, settlement, advance payouts).
 #[derive(Debug, Parser)]
@@ -14,6 +13,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Run the API server on the embedded SQLite store.
+    Serve(server::ServeArgs),
     /// Run a benchmark; the last line printed is its figure.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -28,6 +29,22 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Commands::Serve(args) => {
+            init_logging();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(server::run(args))
+        }
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

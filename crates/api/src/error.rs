@@ -1,0 +1,360 @@
+//! The one error catalog of the API: every refusal has a stable machine code, an HTTP status and
+//! a human message. Internals (database messages, panics) never reach a response.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use domain::{DomainError, FeeScheduleError};
+use engine::EngineError;
+
+/// Every error code the API can answer with. The `code()` strings are a public contract: never
+/// rename one, only add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    InvalidAmount,
+    AmountMustBePositive,
+    AmountTooLarge,
+    InvalidCurrency,
+    InvalidId,
+    InvalidName,
+    InvalidFeeSchedule,
+    InvalidTimestamp,
+    InvalidCursor,
+    UnknownChannel,
+    UnknownMerchant,
+    CurrencyMismatch,
+    FeeNotBelowAmount,
+    TradeNoConflict,
+    ChannelConflict,
+    MerchantConflict,
+    BatchTooLarge,
+    LedgerRefused,
+    Overloaded,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 30] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::InvalidIdempotencyKey,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::InvalidAmount,
+        ErrorCode::AmountMustBePositive,
+        ErrorCode::AmountTooLarge,
+        ErrorCode::InvalidCurrency,
+        ErrorCode::InvalidId,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidFeeSchedule,
+        ErrorCode::InvalidTimestamp,
+        ErrorCode::InvalidCursor,
+        ErrorCode::UnknownChannel,
+        ErrorCode::UnknownMerchant,
+        ErrorCode::CurrencyMismatch,
+        ErrorCode::FeeNotBelowAmount,
+        ErrorCode::TradeNoConflict,
+        ErrorCode::ChannelConflict,
+        ErrorCode::MerchantConflict,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::LedgerRefused,
+        ErrorCode::Overloaded,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// (machine code, HTTP status, default message)
+    pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            ErrorCode::MalformedJson => (
+                "malformed_json",
+                S::BAD_REQUEST,
+                "The body is not valid JSON.",
+            ),
+            ErrorCode::InvalidRequest => (
+                "invalid_request",
+                S::BAD_REQUEST,
+                "The request does not match the expected shape.",
+            ),
+            ErrorCode::PayloadTooLarge => (
+                "payload_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                "The body is larger than allowed.",
+            ),
+            ErrorCode::Unauthorized => (
+                "unauthorized",
+                S::UNAUTHORIZED,
+                "A valid API key is required: Authorization: Bearer <key>.",
+            ),
+            ErrorCode::Forbidden => (
+                "forbidden",
+                S::FORBIDDEN,
+                "The API key lacks the scope this operation needs.",
+            ),
+            ErrorCode::NotFound => ("not_found", S::NOT_FOUND, "No such resource."),
+            ErrorCode::MethodNotAllowed => (
+                "method_not_allowed",
+                S::METHOD_NOT_ALLOWED,
+                "This method is not allowed on this path.",
+            ),
+            ErrorCode::InvalidIdempotencyKey => (
+                "invalid_idempotency_key",
+                S::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            ),
+            ErrorCode::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                S::CONFLICT,
+                "This Idempotency-Key was used with a different request.",
+            ),
+            ErrorCode::InvalidAmount => (
+                "invalid_amount",
+                S::UNPROCESSABLE_ENTITY,
+                "Amounts are integers in minor units that fit in 64 bits.",
+            ),
+            ErrorCode::AmountMustBePositive => (
+                "amount_must_be_positive",
+                S::UNPROCESSABLE_ENTITY,
+                "The amount must be greater than zero.",
+            ),
+            ErrorCode::AmountTooLarge => (
+                "amount_too_large",
+                S::UNPROCESSABLE_ENTITY,
+                "The amount is above the largest allowed.",
+            ),
+            ErrorCode::InvalidCurrency => (
+                "invalid_currency",
+                S::UNPROCESSABLE_ENTITY,
+                "Currencies are three upper-case letters (ISO 4217).",
+            ),
+            ErrorCode::InvalidId => (
+                "invalid_id",
+                S::UNPROCESSABLE_ENTITY,
+                "Identifiers are 1 to 64 characters of letters, digits, '_', '-', '.', ':'.",
+            ),
+            ErrorCode::InvalidName => (
+                "invalid_name",
+                S::UNPROCESSABLE_ENTITY,
+                "Names are 1 to 128 characters without control characters.",
+            ),
+            ErrorCode::InvalidFeeSchedule => (
+                "invalid_fee_schedule",
+                S::UNPROCESSABLE_ENTITY,
+                "The fee schedule is not valid.",
+            ),
+            ErrorCode::InvalidTimestamp => (
+                "invalid_timestamp",
+                S::UNPROCESSABLE_ENTITY,
+                "Timestamps are RFC 3339, for example 2026-01-31T08:00:00+08:00.",
+            ),
+            ErrorCode::InvalidCursor => (
+                "invalid_cursor",
+                S::BAD_REQUEST,
+                "The cursor is not one this API returned.",
+            ),
+            ErrorCode::UnknownChannel => (
+                "unknown_channel",
+                S::UNPROCESSABLE_ENTITY,
+                "No channel has this id.",
+            ),
+            ErrorCode::UnknownMerchant => (
+                "unknown_merchant",
+                S::UNPROCESSABLE_ENTITY,
+                "No merchant has this id.",
+            ),
+            ErrorCode::CurrencyMismatch => (
+                "currency_mismatch",
+                S::UNPROCESSABLE_ENTITY,
+                "The currency differs from the channel's or the merchant's.",
+            ),
+            ErrorCode::FeeNotBelowAmount => (
+                "fee_not_below_amount",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant fee would take the whole amount.",
+            ),
+            ErrorCode::TradeNoConflict => (
+                "trade_no_conflict",
+                S::CONFLICT,
+                "This channel trade number was reported before with different content.",
+            ),
+            ErrorCode::ChannelConflict => (
+                "channel_conflict",
+                S::CONFLICT,
+                "A channel with this id exists with different content.",
+            ),
+            ErrorCode::MerchantConflict => (
+                "merchant_conflict",
+                S::CONFLICT,
+                "A merchant with this id exists with different content.",
+            ),
+            ErrorCode::BatchTooLarge => (
+                "batch_too_large",
+                S::UNPROCESSABLE_ENTITY,
+                "Too many items in one request.",
+            ),
+            ErrorCode::LedgerRefused => (
+                "ledger_refused",
+                S::UNPROCESSABLE_ENTITY,
+                "The ledger refused the postings.",
+            ),
+            ErrorCode::Overloaded => (
+                "overloaded",
+                S::SERVICE_UNAVAILABLE,
+                "The server is at capacity; retry with the same Idempotency-Key.",
+            ),
+            ErrorCode::Unavailable => (
+                "unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "The server has stopped accepting work.",
+            ),
+            ErrorCode::Internal => (
+                "internal",
+                S::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side.",
+            ),
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.describe().1
+    }
+}
+
+/// An error answer: a catalog code and a message specific to this occurrence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> ApiError {
+        ApiError {
+            code,
+            message: code.describe().2.to_owned(),
+        }
+    }
+
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// For failures that must not leak: logs the detail, answers `internal`.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%detail, "internal error");
+        ApiError::new(ErrorCode::Internal)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code.code(), "message": self.message } })
+    }
+
+    /// Status and serialized body, as stored for idempotent replays.
+    pub fn to_parts(&self) -> (u16, Vec<u8>) {
+        (
+            self.code.status().as_u16(),
+            self.body().to_string().into_bytes(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_parts();
+        crate::json_response(status, body)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> ApiError {
+        let code = match error {
+            DomainError::InvalidId => ErrorCode::InvalidId,
+            DomainError::InvalidName => ErrorCode::InvalidName,
+            DomainError::InvalidFeeSchedule(detail) => {
+                let message = match detail {
+                    FeeScheduleError::RateAboveOneHundredPercent => {
+                        "rate_ppm must be at most 1000000 (100%)."
+                    }
+                    FeeScheduleError::NegativeCap => "min and max must not be negative.",
+                    FeeScheduleError::MinAboveMax => "min must not exceed max.",
+                };
+                return ApiError::with_message(ErrorCode::InvalidFeeSchedule, message);
+            }
+            DomainError::ChannelExistsWithDifferentContent => ErrorCode::ChannelConflict,
+            DomainError::MerchantExistsWithDifferentContent => ErrorCode::MerchantConflict,
+            DomainError::UnknownChannel => ErrorCode::UnknownChannel,
+            DomainError::UnknownMerchant => ErrorCode::UnknownMerchant,
+            DomainError::CurrencyMismatch => ErrorCode::CurrencyMismatch,
+            DomainError::AmountMustBePositive => ErrorCode::AmountMustBePositive,
+            DomainError::AmountTooLarge => ErrorCode::AmountTooLarge,
+            DomainError::FeeNotBelowAmount => ErrorCode::FeeNotBelowAmount,
+            DomainError::DuplicateTradeWithDifferentContent => ErrorCode::TradeNoConflict,
+            DomainError::Ledger(refusal) => {
+                return ApiError::with_message(
+                    ErrorCode::LedgerRefused,
+                    format!("The ledger refused the postings: {}.", refusal.code()),
+                );
+            }
+        };
+        ApiError::new(code)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        match error {
+            EngineError::Overloaded => ApiError::new(ErrorCode::Overloaded),
+            EngineError::Stopped => ApiError::new(ErrorCode::Unavailable),
+        }
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(error: store::StoreError) -> ApiError {
+        ApiError::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_statuses_are_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let (name, status, message) = code.describe();
+            assert!(seen.insert(name), "duplicate code {name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{name}"
+            );
+            assert!(!message.is_empty());
+        }
+    }
+}

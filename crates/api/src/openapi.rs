@@ -1,0 +1,435 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json` and committed as
+//! `docs/openapi.json` (a test fails when the two differ), and the Prometheus rendering of the
+//! engine's metrics served at `/metrics`.
+
+use engine::{HISTOGRAM_BOUNDS, Histogram, MetricsSnapshot};
+use serde_json::{Value, json};
+
+use crate::error::ErrorCode;
+use crate::{BULK_PAYMENTS_MAX, IDEMPOTENCY_KEY_LEN_MAX, PAGE_LIMIT_MAX};
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({ "application/json": { "schema": schema } })
+}
+
+fn response(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": json_content(schema) })
+}
+
+fn error_response() -> Value {
+    response(
+        "An error from the catalog (see the Error schema for codes).",
+        schema_ref("Error"),
+    )
+}
+
+fn page_of(item: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["data", "next_cursor"],
+        "properties": {
+            "data": { "type": "array", "items": schema_ref(item) },
+            "next_cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last page." }
+        }
+    })
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn idempotency_header() -> Value {
+    json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "Same key and body: the first response again (with header Idempotent-Replayed: true). Same key, other body: 409 idempotency_key_reused. Keys are scoped to the API key.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LEN_MAX }
+    })
+}
+
+fn post(summary: &str, scope: &str, body: &str, ok: Value, extra: &[(&str, Value)]) -> Value {
+    let mut responses = serde_json::Map::new();
+    for (status, value) in extra {
+        responses.insert((*status).to_owned(), value.clone());
+    }
+    for (status, value) in ok.as_object().into_iter().flatten() {
+        responses.insert(status.clone(), value.clone());
+    }
+    responses.insert("default".into(), error_response());
+    json!({
+        "summary": summary,
+        "description": format!("Needs scope `{scope}`."),
+        "security": [{ "bearer": [] }],
+        "parameters": [idempotency_header()],
+        "requestBody": { "required": true, "content": json_content(schema_ref(body)) },
+        "responses": responses,
+    })
+}
+
+fn get_op(summary: &str, parameters: Vec<Value>, ok: Value) -> Value {
+    json!({
+        "summary": summary,
+        "description": "Needs scope `read`.",
+        "security": [{ "bearer": [] }],
+        "parameters": parameters,
+        "responses": { "200": ok, "default": error_response() },
+    })
+}
+
+fn amount(description: &str) -> Value {
+    json!({ "type": "integer", "format": "int64", "description": description })
+}
+
+fn timestamp(description: &str) -> Value {
+    json!({ "type": "string", "format": "date-time", "description": description })
+}
+
+fn fee_schedule() -> Value {
+    json!({
+        "type": "object",
+        "required": ["rate_ppm"],
+        "additionalProperties": false,
+        "description": "fee = clamp(round_half_up(amount × rate_ppm / 1,000,000), min, max); max 0 means no maximum.",
+        "properties": {
+            "rate_ppm": { "type": "integer", "minimum": 0, "maximum": 1_000_000, "description": "Rate in parts per million (3800 = 0.38%)." },
+            "min": amount("Minimum fee in minor units (default 0)."),
+            "max": amount("Maximum fee in minor units (default 0: none).")
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": { "error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": { "type": "string", "enum": codes },
+                    "message": { "type": "string" }
+                }
+            }}
+        },
+        "FeeSchedule": fee_schedule(),
+        "CreateChannel": {
+            "type": "object", "additionalProperties": false,
+            "required": ["id", "name", "currency", "cost"],
+            "properties": {
+                "id": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$" },
+                "name": { "type": "string", "minLength": 1, "maxLength": 128 },
+                "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
+                "cost": schema_ref("FeeSchedule")
+            }
+        },
+        "Channel": {
+            "type": "object",
+            "required": ["id", "name", "currency", "cost", "receivable_account_id", "created_at"],
+            "properties": {
+                "id": { "type": "string" }, "name": { "type": "string" },
+                "currency": { "type": "string" }, "cost": schema_ref("FeeSchedule"),
+                "receivable_account_id": { "type": "integer", "format": "int64" },
+                "created_at": timestamp("When it was created.")
+            }
+        },
+        "CreateMerchant": {
+            "type": "object", "additionalProperties": false,
+            "required": ["id", "name", "currency", "fee"],
+            "properties": {
+                "id": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$" },
+                "name": { "type": "string", "minLength": 1, "maxLength": 128 },
+                "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
+                "fee": schema_ref("FeeSchedule")
+            }
+        },
+        "Merchant": {
+            "type": "object",
+            "required": ["id", "name", "currency", "fee", "account_ids", "created_at"],
+            "properties": {
+                "id": { "type": "string" }, "name": { "type": "string" },
+                "currency": { "type": "string" }, "fee": schema_ref("FeeSchedule"),
+                "account_ids": {
+                    "type": "object",
+                    "properties": {
+                        "pending": { "type": "integer" }, "available": { "type": "integer" },
+                        "frozen": { "type": "integer" }, "advanced": { "type": "integer" },
+                        "debt": { "type": "integer" }
+                    }
+                },
+                "created_at": timestamp("When it was created.")
+            }
+        },
+        "Balances": {
+            "type": "object",
+            "required": ["merchant_id", "currency", "pending", "available", "frozen", "advanced", "debt"],
+            "properties": {
+                "merchant_id": { "type": "string" }, "currency": { "type": "string" },
+                "pending": amount("Claims not yet funded by the channel."),
+                "available": amount("Funded claims not yet paid out."),
+                "frozen": amount("Claims held by risk holds or the reserve."),
+                "advanced": amount("Paid out ahead of funding."),
+                "debt": amount("Owed to the platform after reversals.")
+            }
+        },
+        "CreatePayment": {
+            "type": "object", "additionalProperties": false,
+            "required": ["channel_id", "merchant_id", "channel_trade_no", "merchant_order_no", "amount", "currency", "paid_at"],
+            "properties": {
+                "channel_id": { "type": "string" }, "merchant_id": { "type": "string" },
+                "channel_trade_no": { "type": "string", "description": "Unique per channel; a repeat with equal content returns the same payment (200), with other content 409 trade_no_conflict." },
+                "merchant_order_no": { "type": "string" },
+                "amount": amount("Gross amount in minor units, > 0."),
+                "currency": { "type": "string" },
+                "paid_at": timestamp("When the channel says the customer paid.")
+            }
+        },
+        "CreatePayments": {
+            "type": "object", "additionalProperties": false, "required": ["payments"],
+            "properties": { "payments": { "type": "array", "minItems": 1, "maxItems": BULK_PAYMENTS_MAX, "items": schema_ref("CreatePayment") } }
+        },
+        "BulkResults": {
+            "type": "object", "required": ["results"],
+            "properties": { "results": { "type": "array", "items": {
+                "type": "object", "required": ["status"],
+                "description": "One per submitted pay-in, in order: `payment` when status is 200 or 201, `error` otherwise.",
+                "properties": {
+                    "status": { "type": "integer" },
+                    "payment": schema_ref("Payment"),
+                    "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } }
+                }
+            }}}
+        },
+        "Payment": {
+            "type": "object",
+            "required": ["id", "channel_id", "merchant_id", "channel_trade_no", "merchant_order_no", "amount", "currency", "paid_at", "merchant_fee", "channel_cost", "merchant_claim", "created_at"],
+            "properties": {
+                "id": { "type": "string", "example": "pay_1" },
+                "channel_id": { "type": "string" }, "merchant_id": { "type": "string" },
+                "channel_trade_no": { "type": "string" }, "merchant_order_no": { "type": "string" },
+                "amount": amount("Gross amount."), "currency": { "type": "string" },
+                "paid_at": timestamp("When the customer paid."),
+                "merchant_fee": amount("What the platform charged the merchant."),
+                "channel_cost": amount("What the channel charges the platform."),
+                "merchant_claim": amount("amount − merchant_fee: what the platform owes the merchant."),
+                "created_at": timestamp("When the platform recorded it.")
+            }
+        },
+        "Account": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer" }, "currency": { "type": "string" },
+                "kind": { "type": "string", "enum": ["asset", "liability", "income", "expense", "equity"] },
+                "flags": { "type": "array", "items": { "type": "string", "enum": ["debits_must_not_exceed_credits", "credits_must_not_exceed_debits"] } },
+                "credit_limit": amount("Overdraft allowed beyond the limit flag."),
+                "code": { "type": "integer" }, "user_data": { "type": "integer" },
+                "debits_pending": amount(""), "debits_posted": amount(""),
+                "credits_pending": amount(""), "credits_posted": amount(""),
+                "balance": amount("Posted balance on the account's normal side."),
+                "created_at": timestamp(""),
+                "last_seq": { "type": "integer", "description": "Newest journal entry of this account." }
+            }
+        },
+        "Transfer": {
+            "type": "object",
+            "properties": {
+                "seq": { "type": "integer" }, "id": { "type": "string", "description": "32 hex digits." },
+                "debit_account_id": { "type": "integer" }, "credit_account_id": { "type": "integer" },
+                "amount": amount(""), "pending_id": { "type": "string" },
+                "flags": { "type": "array", "items": { "type": "string" } },
+                "code": { "type": "integer" }, "user_data": { "type": "integer" },
+                "timestamp": timestamp("")
+            }
+        },
+        "TrialBalance": {
+            "type": "object", "required": ["currencies", "balanced"],
+            "properties": {
+                "currencies": { "type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "currency": { "type": "string" },
+                        "debits_posted": { "type": "integer" }, "credits_posted": { "type": "integer" },
+                        "debits_pending": { "type": "integer" }, "credits_pending": { "type": "integer" },
+                        "balanced": { "type": "boolean" }
+                    }
+                }},
+                "balanced": { "type": "boolean" }
+            }
+        },
+        "CreateApiKey": {
+            "type": "object", "additionalProperties": false, "required": ["scopes"],
+            "properties": { "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "channels:write", "merchants:write", "payments:write", "read"] } } }
+        },
+        "ApiKey": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string" },
+                "key": { "type": "string", "description": "The secret, shown only here." },
+                "scopes": { "type": "array", "items": { "type": "string" } },
+                "created_at": timestamp("")
+            }
+        }
+    })
+}
+
+/// The OpenAPI document of the API.
+pub fn document() -> Value {
+    let list = |item: &str| response("A page, newest or oldest first as stated.", page_of(item));
+    let cursor = || {
+        query_param(
+            "cursor",
+            "From `next_cursor` of the previous page.",
+            json!({ "type": "string" }),
+        )
+    };
+    let limit = || {
+        query_param(
+            "limit",
+            "Items per page (default 50).",
+            json!({ "type": "integer", "minimum": 1, "maximum": PAGE_LIMIT_MAX }),
+        )
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dzero API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Payment-platform core: channels, merchants, pay-ins and the double-entry ledger. Amounts are integers in minor units (fen for CNY). Every POST accepts Idempotency-Key. Errors share one catalog with stable codes."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A platform API key, dzk_…" } },
+            "schemas": schemas()
+        },
+        "paths": {
+            "/healthz": { "get": { "summary": "Liveness: 200 while the engine accepts work, 503 after it stopped.", "responses": { "200": { "description": "ok" }, "503": error_response() } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics: batch sizes, commit latency, queue depth.", "responses": { "200": { "description": "text/plain exposition format" } } } },
+            "/v1/openapi.json": { "get": { "summary": "This document.", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/v1/api-keys": { "post": post("Create an API key with scopes.", "admin", "CreateApiKey", json!({ "201": response("Created; the secret is shown once.", schema_ref("ApiKey")) }), &[]) },
+            "/v1/channels": {
+                "post": post("Create a channel (idempotent on id and content).", "channels:write", "CreateChannel",
+                    json!({ "201": response("Created.", schema_ref("Channel")), "200": response("Already existed with this content.", schema_ref("Channel")) }), &[]),
+                "get": get_op("List channels in creation order.", vec![cursor(), limit()], list("Channel"))
+            },
+            "/v1/channels/{id}": { "get": get_op("One channel.", vec![path_param("id", "Channel id.")], response("The channel.", schema_ref("Channel"))) },
+            "/v1/merchants": {
+                "post": post("Create a merchant (idempotent on id and content).", "merchants:write", "CreateMerchant",
+                    json!({ "201": response("Created.", schema_ref("Merchant")), "200": response("Already existed with this content.", schema_ref("Merchant")) }), &[]),
+                "get": get_op("List merchants in creation order.", vec![cursor(), limit()], list("Merchant"))
+            },
+            "/v1/merchants/{id}": { "get": get_op("One merchant.", vec![path_param("id", "Merchant id.")], response("The merchant.", schema_ref("Merchant"))) },
+            "/v1/merchants/{id}/balances": { "get": get_op("A merchant's balances.", vec![path_param("id", "Merchant id.")], response("Balances in minor units.", schema_ref("Balances"))) },
+            "/v1/payments": {
+                "post": post("Record a pay-in reported by a channel.", "payments:write", "CreatePayment",
+                    json!({ "201": response("Recorded.", schema_ref("Payment")), "200": response("This trade number was recorded before with equal content.", schema_ref("Payment")) }), &[]),
+                "get": get_op("Order query, newest first.", vec![
+                    query_param("merchant_id", "Only this merchant's payments.", json!({ "type": "string" })),
+                    query_param("merchant_order_no", "Only this merchant order number.", json!({ "type": "string" })),
+                    query_param("channel_id", "Only this channel's payments.", json!({ "type": "string" })),
+                    query_param("channel_trade_no", "Only this channel trade number.", json!({ "type": "string" })),
+                    query_param("from", "Recorded at or after (RFC 3339).", json!({ "type": "string", "format": "date-time" })),
+                    query_param("to", "Recorded before (RFC 3339).", json!({ "type": "string", "format": "date-time" })),
+                    cursor(), limit()
+                ], list("Payment"))
+            },
+            "/v1/payments/bulk": { "post": post("Record many pay-ins in one request, applied in order in one batch.", "payments:write", "CreatePayments",
+                json!({ "200": response("One result per pay-in.", schema_ref("BulkResults")) }), &[]) },
+            "/v1/payments/{id}": { "get": get_op("One payment.", vec![path_param("id", "Payment id, pay_N.")], response("The payment.", schema_ref("Payment"))) },
+            "/v1/ledger/accounts/{id}": { "get": get_op("One ledger account with its balances.", vec![path_param("id", "Account id (integer).")], response("The account.", schema_ref("Account"))) },
+            "/v1/ledger/transfers": { "get": get_op("An account's transaction detail, newest first.", vec![
+                json!({ "name": "account_id", "in": "query", "required": true, "schema": { "type": "integer" } }),
+                cursor(), limit()
+            ], list("Transfer")) },
+            "/v1/ledger/trial-balance": { "get": get_op("Totals per currency; balanced is true when debits equal credits.", vec![], response("The trial balance.", schema_ref("TrialBalance"))) }
+        }
+    })
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, count) in HISTOGRAM_BOUNDS.iter().zip(h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+}
+
+/// The engine's metrics in the Prometheus text exposition format.
+pub fn prometheus(m: &MetricsSnapshot, stopped: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP dzero_engine_queue_depth Requests waiting for the sequencer.\n# TYPE dzero_engine_queue_depth gauge\ndzero_engine_queue_depth {}",
+        m.queue_depth
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dzero_engine_batches_committed_total Batches made durable.\n# TYPE dzero_engine_batches_committed_total counter\ndzero_engine_batches_committed_total {}",
+        m.batches_committed
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dzero_engine_commands_committed_total Commands made durable.\n# TYPE dzero_engine_commands_committed_total counter\ndzero_engine_commands_committed_total {}",
+        m.commands_committed
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dzero_engine_stopped 1 after a storage failure stopped the engine.\n# TYPE dzero_engine_stopped gauge\ndzero_engine_stopped {}",
+        u8::from(stopped)
+    );
+    histogram(
+        &mut out,
+        "dzero_engine_batch_commands",
+        "Commands per committed batch.",
+        &m.batch_commands,
+    );
+    histogram(
+        &mut out,
+        "dzero_engine_commit_latency_microseconds",
+        "Time to make one batch durable.",
+        &m.commit_latency_us,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed document must equal what the code serves; regenerate it with
+    /// `UPDATE_OPENAPI=1 cargo test -p api openapi`.
+    #[test]
+    fn committed_openapi_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let generated = format!("{}\n", serde_json::to_string_pretty(&document()).unwrap());
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test -p api openapi"
+        );
+    }
+
+    #[test]
+    fn prometheus_output_names_every_metric() {
+        let text = prometheus(&MetricsSnapshot::default(), false);
+        for name in [
+            "dzero_engine_queue_depth",
+            "dzero_engine_batches_committed_total",
+            "dzero_engine_batch_commands_bucket",
+            "dzero_engine_commit_latency_microseconds_count",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The dzero program as a library: the server's start-up (`serve`), the benchmarks and a small
+//! HTTP client, so that integration tests drive exactly what the binary runs.
+
+pub mod bench;
+pub mod client;
+pub mod server;
