@@ -24,6 +24,8 @@ enum Commands {
 enum BenchCommand {
     /// Durable pay-ins per second through the engine into SQLite.
     Payins(bench::payins::PayinsArgs),
+    /// Single pay-in requests per second over loopback HTTP, and p99 latency at half that rate.
+    Http(bench::http::HttpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
                 .block_on(server::run(args))
         }
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
+        Commands::Bench(BenchCommand::Http(args)) => bench::http::run(&args),
     }
 }
 

@@ -64,8 +64,11 @@ async fn sigkill_mid_load_loses_no_acknowledged_payin_and_leaves_nothing_half_wr
     let attempted = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
     for writer in 0..16 {
-        let (acknowledged, attempted, key) =
-            (Arc::clone(&acknowledged), Arc::clone(&attempted), key.clone());
+        let (acknowledged, attempted, key) = (
+            Arc::clone(&acknowledged),
+            Arc::clone(&attempted),
+            key.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let Ok(client) = HttpClient::connect(addr).await else {
                 return;
@@ -134,7 +137,10 @@ async fn sigkill_mid_load_loses_no_acknowledged_payin_and_leaves_nothing_half_wr
     );
     // Nothing acknowledged is lost.
     for (trade, amount) in &acknowledged {
-        assert!(stored_trades.contains(trade), "acknowledged {trade} is missing");
+        assert!(
+            stored_trades.contains(trade),
+            "acknowledged {trade} is missing"
+        );
         let found = stored
             .iter()
             .find(|p| p["channel_trade_no"] == trade.as_str())
@@ -146,12 +152,19 @@ async fn sigkill_mid_load_loses_no_acknowledged_payin_and_leaves_nothing_half_wr
     assert!(stored_trades.is_subset(&attempted));
 
     // Nothing is half there: the ledger holds exactly the postings of the stored payments.
-    let claims: i64 = stored.iter().map(|p| p["merchant_claim"].as_i64().unwrap()).sum();
+    let claims: i64 = stored
+        .iter()
+        .map(|p| p["merchant_claim"].as_i64().unwrap())
+        .sum();
     let expected_from_channel: i64 = stored
         .iter()
         .map(|p| p["amount"].as_i64().unwrap() - p["channel_cost"].as_i64().unwrap())
         .sum();
-    let balances = client.get("/v1/merchants/M1/balances").await.unwrap().json();
+    let balances = client
+        .get("/v1/merchants/M1/balances")
+        .await
+        .unwrap()
+        .json();
     assert_eq!(balances["pending"], claims);
     let channel = client.get("/v1/channels/C1").await.unwrap().json();
     let receivable = channel["receivable_account_id"].as_u64().unwrap();
@@ -166,9 +179,15 @@ async fn sigkill_mid_load_loses_no_acknowledged_payin_and_leaves_nothing_half_wr
 
     // The restarted server keeps working, and recognises retries of what it already holds.
     let (trade, amount) = &acknowledged[0];
-    let retry = client.post("/v1/payments", &payin(trade, *amount)).await.unwrap();
+    let retry = client
+        .post("/v1/payments", &payin(trade, *amount))
+        .await
+        .unwrap();
     assert_eq!(retry.status, 200);
-    let fresh = client.post("/v1/payments", &payin("after-restart", 777)).await.unwrap();
+    let fresh = client
+        .post("/v1/payments", &payin("after-restart", 777))
+        .await
+        .unwrap();
     assert_eq!(fresh.status, 201);
 
     child.kill().unwrap();

@@ -161,6 +161,56 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// Held for its `Drop`, which stops the checkpoint thread with the store.
+    _checkpointer: Checkpointer,
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL_MS: u64 = 50;
+
+/// Copies committed WAL frames into the main database file from its own connection and thread,
+/// so that the writer never pays for a checkpoint inside a commit (SQLite's automatic
+/// checkpoint would run on the committing connection and stall every caller of that batch).
+#[derive(Debug)]
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf) -> StoreResult<Checkpointer> {
+        let conn = open_connection(&path)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dzero-checkpoint".into())
+            .spawn(move || {
+                let interval = std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    // PASSIVE never blocks the writer or readers; frames it cannot copy yet
+                    // are copied next time.
+                    if let Err(error) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        eprintln!("dzero: WAL checkpoint failed: {error}");
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The read side of the SQLite backend: a small pool of read connections.
@@ -178,11 +228,19 @@ impl SqliteStore {
         let path = data_dir.join(DATABASE_FILE);
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(path.clone())?;
         let reader = SqliteReader {
             path,
             pool: Mutex::new(Vec::new()),
         };
-        Ok((SqliteStore { conn }, reader))
+        Ok((
+            SqliteStore {
+                conn,
+                _checkpointer: checkpointer,
+            },
+            reader,
+        ))
     }
 }
 

@@ -1,3 +1,4 @@
 //! Benchmarks, each one command that prints its figure as the last line.
 
+pub mod http;
 pub mod payins;
