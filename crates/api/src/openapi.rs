@@ -328,11 +328,11 @@ pub fn document() -> Value {
             "/v1/payments": {
                 "post": post("Record a pay-in reported by a channel.", "payments:write", "CreatePayment",
                     json!({ "201": response("Recorded.", schema_ref("Payment")), "200": response("This trade number was recorded before with equal content.", schema_ref("Payment")) }), &[]),
-                "get": get_op("Order query, newest first.", vec![
+                "get": get_op("Order query, newest first. One request examines at most 10,000 payments; a page can then be short, or empty, with a next_cursor to continue.", vec![
                     query_param("merchant_id", "Only this merchant's payments.", json!({ "type": "string" })),
-                    query_param("merchant_order_no", "Only this merchant order number.", json!({ "type": "string" })),
+                    query_param("merchant_order_no", "Only this merchant order number (needs merchant_id).", json!({ "type": "string" })),
                     query_param("channel_id", "Only this channel's payments.", json!({ "type": "string" })),
-                    query_param("channel_trade_no", "Only this channel trade number.", json!({ "type": "string" })),
+                    query_param("channel_trade_no", "The payment of this channel trade number (needs channel_id).", json!({ "type": "string" })),
                     query_param("from", "Recorded at or after (RFC 3339).", json!({ "type": "string", "format": "date-time" })),
                     query_param("to", "Recorded before (RFC 3339).", json!({ "type": "string", "format": "date-time" })),
                     cursor(), limit()

@@ -10,13 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use domain::{Command, CommandResult, NewChannel, NewMerchant, Outcome, Payment};
+use domain::{Command, CommandResult, NewChannel, NewMerchant, Outcome, Payment, PaymentId};
 use engine::{Idempotency, SubmissionReply};
 use ledger::AccountId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use store::PaymentQuery;
+use store::{PAYMENT_SCAN_ROWS_MAX, PaymentQuery};
 
 use crate::auth::{Caller, Scope, mint_key};
 use crate::dto::{self, Page};
@@ -660,8 +660,10 @@ struct PaymentsQuery {
     limit: Option<u32>,
 }
 
-/// The order query: newest first; the cursor is the id of the last payment of the previous
-/// page.
+/// The order query, newest first. A merchant's payments are walked along its payment chain; a
+/// channel trade number is looked up in the sequencer's trade index. `next_cursor` names where
+/// the next page starts; a page may be short (even empty) with a cursor when the walk reached
+/// its scan limit.
 async fn list_payments(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -674,40 +676,115 @@ async fn list_payments(
         .require(Scope::Read)?;
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
-    let before_id = q
+    let from = q
+        .from
+        .as_deref()
+        .map(|t| dto::timestamp(t, "from"))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .map(|t| dto::timestamp(t, "to"))
+            .transpose()?;
+    let cursor = q
         .cursor
         .as_deref()
         .map(|c| dto::parse_payment_id(c).ok_or_else(|| ApiError::new(ErrorCode::InvalidCursor)))
         .transpose()?;
+    if q.merchant_order_no.is_some() && q.merchant_id.is_none() {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "merchant_order_no needs merchant_id.",
+        ));
+    }
+    let empty = || Page::<dto::PaymentOut> {
+        data: Vec::new(),
+        next_cursor: None,
+    };
+
+    if let Some(trade) = q.channel_trade_no {
+        let channel = q.channel_id.clone().ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "channel_trade_no needs channel_id.",
+            )
+        })?;
+        let Some(id) = state
+            .engine
+            .query(move |p| p.payment_by_trade(&channel, &trade))
+            .await?
+        else {
+            return Ok(json(StatusCode::OK, &empty()));
+        };
+        let payment = read_store(&state, move |r| r.payment(id)).await?;
+        let matches = |p: &Payment| {
+            q.merchant_id.as_ref().is_none_or(|m| *m == p.merchant_id)
+                && q.merchant_order_no
+                    .as_ref()
+                    .is_none_or(|o| *o == p.merchant_order_no)
+                && from.is_none_or(|f| p.created_at >= f)
+                && to.is_none_or(|t| p.created_at < t)
+        };
+        let data = payment
+            .iter()
+            .filter(|p| matches(p))
+            .map(dto::PaymentOut::from)
+            .collect();
+        return Ok(json(
+            StatusCode::OK,
+            &Page {
+                data,
+                next_cursor: None,
+            },
+        ));
+    }
+
+    let (head, latest) = match q.merchant_id.clone() {
+        Some(merchant) => {
+            let head = state
+                .engine
+                .query(move |p| p.merchant_last_payment(&merchant))
+                .await?;
+            (head, None)
+        }
+        None => {
+            let count = state.engine.query(|p| p.payment_count()).await?;
+            ((count > 0).then_some(PaymentId(count)), Some(count))
+        }
+    };
+    let Some(head) = head else {
+        return Ok(json(StatusCode::OK, &empty()));
+    };
+    let start = match cursor {
+        None => head,
+        Some(id) if latest.is_some_and(|latest| id.0 > latest) => {
+            return Err(ApiError::new(ErrorCode::InvalidCursor));
+        }
+        Some(id) => id,
+    };
+    if let (Some(merchant), Some(_)) = (&q.merchant_id, cursor) {
+        // A cursor must name one of this merchant's payments (ids are not secret, but a
+        // foreign id would walk another merchant's chain).
+        let owner = read_store(&state, move |r| r.payment(start)).await?;
+        if owner.is_none_or(|p| p.merchant_id != *merchant) {
+            return Err(ApiError::new(ErrorCode::InvalidCursor));
+        }
+    }
     let filter = PaymentQuery {
+        start,
         merchant_id: q.merchant_id,
         merchant_order_no: q.merchant_order_no,
         channel_id: q.channel_id,
-        channel_trade_no: q.channel_trade_no,
-        from: q
-            .from
-            .as_deref()
-            .map(|t| dto::timestamp(t, "from"))
-            .transpose()?,
-        to: q
-            .to
-            .as_deref()
-            .map(|t| dto::timestamp(t, "to"))
-            .transpose()?,
-        before_id,
-        limit: limit + 1,
+        from,
+        to,
+        limit,
+        scan_rows_max: PAYMENT_SCAN_ROWS_MAX,
     };
-    let mut payments = read_store(&state, move |r| r.payments(&filter)).await?;
-    let more = payments.len() > limit as usize;
-    payments.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| payments.last().map(|p| dto::payment_id_text(p.id)))
-        .flatten();
+    let page = read_store(&state, move |r| r.payments(&filter)).await?;
     Ok(json(
         StatusCode::OK,
         &Page {
-            data: payments.iter().map(dto::PaymentOut::from).collect(),
-            next_cursor,
+            data: page.payments.iter().map(dto::PaymentOut::from).collect(),
+            next_cursor: page.next_start.map(dto::payment_id_text),
         },
     ))
 }

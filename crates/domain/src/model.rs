@@ -123,6 +123,9 @@ pub struct Payment {
     pub merchant_claim: Amount,
     /// When the platform recorded it.
     pub created_at: Timestamp,
+    /// The merchant's previous payment, if any: each merchant's payments form a chain, newest
+    /// first, so storage can serve a merchant's order query without a secondary index.
+    pub merchant_prev_id: Option<PaymentId>,
 }
 
 impl Payment {

@@ -148,6 +148,7 @@ struct TradeEntry {
     merchant_fee: Amount,
     channel_cost: Amount,
     created_at: Timestamp,
+    merchant_prev_id: Option<PaymentId>,
 }
 
 impl TradeEntry {
@@ -165,6 +166,7 @@ impl TradeEntry {
             channel_cost: self.channel_cost,
             merchant_claim: Amount::from_minor(new.amount.minor() - self.merchant_fee.minor()),
             created_at: self.created_at,
+            merchant_prev_id: self.merchant_prev_id,
         }
     }
 }
@@ -179,6 +181,8 @@ pub struct Platform {
     platform_accounts: Vec<PlatformAccounts>,
     /// (channel index, channel trade number) → payment.
     trades: HashMap<(u32, Box<str>), TradeEntry>,
+    /// Each merchant's newest payment, by merchant index: the head of its payment chain.
+    merchant_last_payment: Vec<Option<PaymentId>>,
     next_account_id: u64,
     next_payment_id: u64,
     effects: Effects,
@@ -220,6 +224,23 @@ impl Platform {
     }
 
     /// Number of payments recorded so far.
+    /// The newest payment of a merchant: where its order query starts.
+    pub fn merchant_last_payment(&self, merchant_id: &str) -> Option<PaymentId> {
+        let index = *self.merchant_index.get(merchant_id)?;
+        self.merchant_last_payment
+            .get(index as usize)
+            .copied()
+            .flatten()
+    }
+
+    /// The payment recorded for a channel's trade number, if any.
+    pub fn payment_by_trade(&self, channel_id: &str, channel_trade_no: &str) -> Option<PaymentId> {
+        let channel = *self.channel_index.get(channel_id)?;
+        self.trades
+            .get(&(channel, Box::<str>::from(channel_trade_no)))
+            .map(|entry| entry.payment)
+    }
+
     pub fn payment_count(&self) -> u64 {
         self.next_payment_id - 1
     }
@@ -487,8 +508,10 @@ impl Platform {
             channel_cost,
             merchant_claim,
             created_at: now,
+            merchant_prev_id: self.merchant_last_payment[merchant_index as usize],
         };
         self.next_payment_id += 1;
+        self.merchant_last_payment[merchant_index as usize] = Some(payment_id);
         self.trades.insert(
             trade_key,
             TradeEntry {
@@ -497,6 +520,7 @@ impl Platform {
                 merchant_fee,
                 channel_cost,
                 created_at: now,
+                merchant_prev_id: payment.merchant_prev_id,
             },
         );
         self.effects.payments.push(payment.clone());
@@ -604,6 +628,7 @@ impl Platform {
 
     fn insert_merchant(&mut self, merchant: Merchant) {
         let index = self.merchants.len() as u32;
+        self.merchant_last_payment.push(None);
         self.merchant_index.insert(merchant.id.clone(), index);
         self.merchants.push(merchant);
     }
@@ -665,8 +690,10 @@ impl Platform {
                 merchant_fee: payment.merchant_fee,
                 channel_cost: payment.channel_cost,
                 created_at: payment.created_at,
+                merchant_prev_id: payment.merchant_prev_id,
             },
         );
+        self.merchant_last_payment[merchant_index as usize] = Some(payment.id);
         self.next_payment_id = self.next_payment_id.max(payment.id.0 + 1);
         Ok(())
     }

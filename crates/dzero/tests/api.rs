@@ -350,7 +350,7 @@ async fn order_query_filters_and_pages_newest_first() {
     let trades = |page: &Value| -> Vec<String> {
         page["data"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("not a page: {page}"))
             .iter()
             .map(|p| p["channel_trade_no"].as_str().unwrap().to_owned())
             .collect()
@@ -377,11 +377,24 @@ async fn order_query_filters_and_pages_newest_first() {
     assert_eq!(last["next_cursor"], Value::Null);
 
     let by_order = client
-        .get("/v1/payments?merchant_order_no=order-T3")
+        .get("/v1/payments?merchant_id=M1&merchant_order_no=order-T3")
         .await
         .unwrap()
         .json();
     assert_eq!(trades(&by_order), ["T3"]);
+    let by_trade = client
+        .get("/v1/payments?channel_id=C1&channel_trade_no=T5")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(trades(&by_trade), ["T5"]);
+    let all = client.get("/v1/payments?limit=4").await.unwrap().json();
+    assert_eq!(trades(&all), ["T6", "T5", "T4", "T3"]);
+    let orphan_order = client
+        .get("/v1/payments?merchant_order_no=order-T3")
+        .await
+        .unwrap();
+    assert_eq!(orphan_order.json()["error"]["code"], "invalid_request");
     let future = client
         .get("/v1/payments?from=2100-01-01T00:00:00Z")
         .await

@@ -13,8 +13,8 @@ use domain::{
 use ledger::{Amount, Currency, Timestamp};
 
 use crate::{
-    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentQuery, Store, StoreRead, StoreResult,
-    load_platform,
+    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentPage, PaymentQuery, Store, StoreRead,
+    StoreResult, load_platform,
 };
 
 /// A storage backend under test.
@@ -176,41 +176,95 @@ pub fn reads_find_payments_and_walk_account_history(backend: &impl Backend) {
     );
 
     let query = |q: PaymentQuery| reader.payments(&q).expect("query");
+    let ids = |page: &PaymentPage| page.payments.iter().map(|p| p.id.0).collect::<Vec<_>>();
+    let everything = PaymentQuery {
+        start: PaymentId(platform.payment_count()),
+        merchant_id: None,
+        merchant_order_no: None,
+        channel_id: None,
+        from: None,
+        to: None,
+        limit: 100,
+        scan_rows_max: 1_000,
+    };
+    let m1_head = platform
+        .merchant_last_payment("M1")
+        .expect("M1 has payments");
     let m1 = query(PaymentQuery {
+        start: m1_head,
         merchant_id: Some("M1".into()),
         limit: 4,
-        ..PaymentQuery::default()
+        ..everything.clone()
     });
-    let ids: Vec<u64> = m1.iter().map(|p| p.id.0).collect();
-    assert_eq!(ids, [6, 5, 4, 3]);
+    assert_eq!(ids(&m1), [6, 5, 4, 3]);
+    assert_eq!(m1.next_start, Some(PaymentId(2)));
     let next = query(PaymentQuery {
+        start: PaymentId(2),
         merchant_id: Some("M1".into()),
-        before_id: Some(PaymentId(3)),
         limit: 4,
-        ..PaymentQuery::default()
+        ..everything.clone()
     });
-    assert_eq!(next.iter().map(|p| p.id.0).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(ids(&next), [2, 1]);
+    assert_eq!(next.next_start, None);
+    let m2 = query(PaymentQuery {
+        start: platform
+            .merchant_last_payment("M2")
+            .expect("M2 has payments"),
+        merchant_id: Some("M2".into()),
+        ..everything.clone()
+    });
+    assert_eq!(
+        ids(&m2),
+        [10, 9, 8, 7],
+        "the chain holds only M2's payments"
+    );
     let by_order = query(PaymentQuery {
+        start: platform
+            .merchant_last_payment("M2")
+            .expect("M2 has payments"),
         merchant_id: Some("M2".into()),
         merchant_order_no: Some("order-T7".into()),
-        limit: 10,
-        ..PaymentQuery::default()
+        ..everything.clone()
     });
-    assert_eq!(by_order.len(), 1);
-    assert_eq!(by_order[0].channel_trade_no, "T7");
+    assert_eq!(by_order.payments.len(), 1);
+    assert_eq!(by_order.payments[0].channel_trade_no, "T7");
     let window = query(PaymentQuery {
         from: Some(T0.plus_seconds(10)),
         to: Some(T0.plus_seconds(11)),
-        limit: 100,
-        ..PaymentQuery::default()
+        ..everything.clone()
     });
-    assert_eq!(window.len(), 10);
+    assert_eq!(window.payments.len(), 10);
+    assert_eq!(
+        window.next_start, None,
+        "older payments are before the window"
+    );
     let before_window = query(PaymentQuery {
         to: Some(T0.plus_seconds(10)),
-        limit: 100,
-        ..PaymentQuery::default()
+        ..everything.clone()
     });
-    assert!(before_window.is_empty());
+    assert!(before_window.payments.is_empty());
+    let bounded = query(PaymentQuery {
+        merchant_order_no: Some("no such order".into()),
+        merchant_id: Some("M1".into()),
+        start: m1_head,
+        scan_rows_max: 3,
+        ..everything.clone()
+    });
+    assert!(bounded.payments.is_empty());
+    assert_eq!(
+        bounded.next_start,
+        Some(PaymentId(3)),
+        "continue after 3 rows scanned"
+    );
+    let foreign_start = reader.payments(&PaymentQuery {
+        start: PaymentId(8),
+        merchant_id: Some("M1".into()),
+        ..everything.clone()
+    });
+    assert!(
+        foreign_start.is_err(),
+        "a start outside the merchant's chain is refused"
+    );
 
     let claims = platform.merchant("M1").expect("merchant").accounts.pending;
     let last = platform.ledger().account(claims).expect("account").last_seq;

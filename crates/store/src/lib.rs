@@ -23,6 +23,9 @@ use ledger::{Account, AccountId, Timestamp, Transfer};
 
 pub use sqlite::{SqliteReader, SqliteStore};
 
+/// Most payments one order query examines before answering with a continuation cursor.
+pub const PAYMENT_SCAN_ROWS_MAX: u32 = 10_000;
+
 /// Failures of the storage layer. The engine treats any of them during a commit as fatal.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,27 +102,39 @@ pub trait Store: Send + 'static {
     fn commit(&mut self, batch: BatchWrite<'_>) -> StoreResult<()>;
 }
 
-/// Filters for the merchant order query. All given filters must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The order query: payments newest first, from `start` (inclusive) backwards.
+///
+/// With `merchant_id`, the walk follows that merchant's payment chain (each payment links to
+/// the merchant's previous one), so no secondary index is needed; `start` must then be one of
+/// the merchant's payments. Without it, the walk goes down the ids. A walk stops after
+/// `scan_rows_max` payments even if fewer than `limit` matched, and says where to continue.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentQuery {
+    pub start: PaymentId,
     pub merchant_id: Option<String>,
     pub merchant_order_no: Option<String>,
     pub channel_id: Option<String>,
-    pub channel_trade_no: Option<String>,
     /// Recorded at or after this instant.
     pub from: Option<Timestamp>,
     /// Recorded before this instant.
     pub to: Option<Timestamp>,
-    /// Only payments with a smaller id (newest first paging).
-    pub before_id: Option<PaymentId>,
     pub limit: u32,
+    pub scan_rows_max: u32,
+}
+
+/// One page of the order query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentPage {
+    pub payments: Vec<Payment>,
+    /// Where the next page starts (inclusive); `None` when nothing older can match.
+    pub next_start: Option<PaymentId>,
 }
 
 /// The read side: shared by request handlers, safe to call from many threads.
 pub trait StoreRead: Send + Sync + 'static {
     fn payment(&self, id: PaymentId) -> StoreResult<Option<Payment>>;
     /// Payments matching the query, newest first, at most `query.limit`.
-    fn payments(&self, query: &PaymentQuery) -> StoreResult<Vec<Payment>>;
+    fn payments(&self, query: &PaymentQuery) -> StoreResult<PaymentPage>;
     /// The journal entry with this sequence number.
     fn transfer(&self, seq: u64) -> StoreResult<Option<Transfer>>;
     /// Up to `limit` entries of `account`'s history, newest first, starting with the entry

@@ -12,8 +12,8 @@ use ledger::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentQuery, Recovery, Store, StoreError,
-    StoreRead, StoreResult,
+    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentPage, PaymentQuery, Recovery, Store,
+    StoreError, StoreRead, StoreResult,
 };
 
 /// The database file's name inside the data directory.
@@ -83,7 +83,8 @@ CREATE TABLE merchants (
     created_at        INTEGER NOT NULL
 ) STRICT;
 
--- Append-only; id is the rowid.
+-- Append-only; id is the rowid. No secondary index: a merchant's payments are found by
+-- following merchant_prev_id from its newest payment.
 CREATE TABLE payments (
     id                INTEGER PRIMARY KEY,
     channel_id        TEXT    NOT NULL,
@@ -96,9 +97,9 @@ CREATE TABLE payments (
     merchant_fee      INTEGER NOT NULL,
     channel_cost      INTEGER NOT NULL,
     merchant_claim    INTEGER NOT NULL,
-    created_at        INTEGER NOT NULL
+    created_at        INTEGER NOT NULL,
+    merchant_prev_id  INTEGER NOT NULL  -- the merchant's previous payment; 0 for none
 ) STRICT;
-CREATE INDEX payments_by_merchant ON payments (merchant_id, id);
 
 CREATE TABLE idempotency (
     key          TEXT    PRIMARY KEY,
@@ -378,7 +379,7 @@ fn merchant_from_row(row: &Row<'_>) -> StoreResult<Merchant> {
 
 const PAYMENT_COLUMNS: &str = "id, channel_id, merchant_id, channel_trade_no, merchant_order_no, \
                                amount, currency, paid_at, merchant_fee, channel_cost, \
-                               merchant_claim, created_at";
+                               merchant_claim, created_at, merchant_prev_id";
 
 fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
     Ok(Payment {
@@ -394,6 +395,10 @@ fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
         channel_cost: Amount::from_minor(row.get(9)?),
         merchant_claim: Amount::from_minor(row.get(10)?),
         created_at: Timestamp(row.get(11)?),
+        merchant_prev_id: match int_u64(row.get(12)?) {
+            0 => None,
+            id => Some(PaymentId(id)),
+        },
     })
 }
 
@@ -564,7 +569,7 @@ impl Store for SqliteStore {
         if !effects.payments.is_empty() {
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO payments ({PAYMENT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?;
             for p in &effects.payments {
                 insert.execute(params![
@@ -580,6 +585,7 @@ impl Store for SqliteStore {
                     p.channel_cost.minor(),
                     p.merchant_claim.minor(),
                     p.created_at.micros(),
+                    u64_int(p.merchant_prev_id.map_or(0, |id| id.0)),
                 ])?;
             }
         }
@@ -636,43 +642,60 @@ impl StoreRead for SqliteReader {
         })
     }
 
-    fn payments(&self, query: &PaymentQuery) -> StoreResult<Vec<Payment>> {
-        let mut sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1");
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut filter = |clause: &str, value: rusqlite::types::Value| {
-            values.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-        };
-        if let Some(m) = &query.merchant_id {
-            filter("merchant_id =", m.clone().into());
-        }
-        if let Some(o) = &query.merchant_order_no {
-            filter("merchant_order_no =", o.clone().into());
-        }
-        if let Some(c) = &query.channel_id {
-            filter("channel_id =", c.clone().into());
-        }
-        if let Some(t) = &query.channel_trade_no {
-            filter("channel_trade_no =", t.clone().into());
-        }
-        if let Some(from) = query.from {
-            filter("created_at >=", from.micros().into());
-        }
-        if let Some(to) = query.to {
-            filter("created_at <", to.micros().into());
-        }
-        if let Some(before) = query.before_id {
-            filter("id <", u64_int(before.0).into());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
+    fn payments(&self, query: &PaymentQuery) -> StoreResult<PaymentPage> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            let mut rows = statement.query(rusqlite::params_from_iter(values))?;
             let mut payments = Vec::new();
-            while let Some(row) = rows.next()? {
-                payments.push(payment_from_row(row)?);
+            let mut next = Some(query.start).filter(|id| id.0 != 0);
+            let mut scanned = 0u32;
+            while let Some(id) = next {
+                if payments.len() >= query.limit as usize || scanned >= query.scan_rows_max {
+                    break;
+                }
+                let Some(payment) = read_payment(conn, id)? else {
+                    if query.merchant_id.is_some() {
+                        return Err(StoreError::Corrupt(format!(
+                            "payment chain broken at {}",
+                            id.0
+                        )));
+                    }
+                    next = None;
+                    break;
+                };
+                scanned += 1;
+                next = match &query.merchant_id {
+                    Some(merchant) => {
+                        if payment.merchant_id != *merchant {
+                            return Err(StoreError::Corrupt(format!(
+                                "payment {} is not in merchant {merchant}'s chain",
+                                id.0
+                            )));
+                        }
+                        payment.merchant_prev_id
+                    }
+                    None => (id.0 > 1).then(|| PaymentId(id.0 - 1)),
+                };
+                // Ids grow with recording time, so nothing older can be after `from`.
+                if query.from.is_some_and(|from| payment.created_at < from) {
+                    next = None;
+                    break;
+                }
+                let wanted = query.to.is_none_or(|to| payment.created_at < to)
+                    && query
+                        .merchant_order_no
+                        .as_ref()
+                        .is_none_or(|o| *o == payment.merchant_order_no)
+                    && query
+                        .channel_id
+                        .as_ref()
+                        .is_none_or(|c| *c == payment.channel_id);
+                if wanted {
+                    payments.push(payment);
+                }
             }
-            Ok(payments)
+            Ok(PaymentPage {
+                payments,
+                next_start: next,
+            })
         })
     }
 
@@ -793,6 +816,17 @@ impl StoreRead for SqliteReader {
             let count: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?;
             Ok(int_u64(count))
         })
+    }
+}
+
+fn read_payment(conn: &Connection, id: PaymentId) -> StoreResult<Option<Payment>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"
+    ))?;
+    let mut rows = statement.query([u64_int(id.0)])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(payment_from_row(row)?)),
+        None => Ok(None),
     }
 }
 
