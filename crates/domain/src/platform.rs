@@ -5,6 +5,7 @@
 //! nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ledger::{
     Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, Journal, Ledger,
@@ -81,7 +82,8 @@ pub enum Outcome {
         merchant: Merchant,
         created: bool,
     },
-    PaymentRecorded(Payment),
+    /// Shared with the effects to persist, so the record is not copied on the hot path.
+    PaymentRecorded(Arc<Payment>),
     /// The same channel trade number was reported before with the same content: the original
     /// payment, unchanged.
     PaymentExists(Payment),
@@ -116,7 +118,7 @@ pub type CommandResult = Result<Outcome, DomainError>;
 pub struct Effects {
     pub channels: Vec<Channel>,
     pub merchants: Vec<Merchant>,
-    pub payments: Vec<Payment>,
+    pub payments: Vec<Arc<Payment>>,
     pub journal: Journal,
 }
 
@@ -179,8 +181,9 @@ pub struct Platform {
     merchants: Vec<Merchant>,
     merchant_index: HashMap<String, u32>,
     platform_accounts: Vec<PlatformAccounts>,
-    /// (channel index, channel trade number) → payment.
-    trades: HashMap<(u32, Box<str>), TradeEntry>,
+    /// Per channel (by index): channel trade number → payment. Keys are external strings, so
+    /// the map keeps the standard collision-resistant hasher.
+    trades: Vec<HashMap<Box<str>, TradeEntry>>,
     /// Each merchant's newest payment, by merchant index: the head of its payment chain.
     merchant_last_payment: Vec<Option<PaymentId>>,
     next_account_id: u64,
@@ -237,7 +240,8 @@ impl Platform {
     pub fn payment_by_trade(&self, channel_id: &str, channel_trade_no: &str) -> Option<PaymentId> {
         let channel = *self.channel_index.get(channel_id)?;
         self.trades
-            .get(&(channel, Box::<str>::from(channel_trade_no)))
+            .get(channel as usize)?
+            .get(channel_trade_no)
             .map(|entry| entry.payment)
     }
 
@@ -427,11 +431,7 @@ impl Platform {
         let (merchant_currency, merchant_fee_schedule, claims) =
             (merchant.currency, merchant.fee, merchant.accounts.pending);
         let content = payment_content(merchant_index, new);
-        let trade_key = (
-            channel_index,
-            Box::<str>::from(new.channel_trade_no.as_str()),
-        );
-        if let Some(entry) = self.trades.get(&trade_key) {
+        if let Some(entry) = self.trades[channel_index as usize].get(new.channel_trade_no.as_str()) {
             return if entry.content == content {
                 Ok(Outcome::PaymentExists(entry.payment(new)))
             } else {
@@ -512,8 +512,8 @@ impl Platform {
         };
         self.next_payment_id += 1;
         self.merchant_last_payment[merchant_index as usize] = Some(payment_id);
-        self.trades.insert(
-            trade_key,
+        self.trades[channel_index as usize].insert(
+            new.channel_trade_no.as_str().into(),
             TradeEntry {
                 payment: payment_id,
                 content,
@@ -523,7 +523,8 @@ impl Platform {
                 merchant_prev_id: payment.merchant_prev_id,
             },
         );
-        self.effects.payments.push(payment.clone());
+        let payment = Arc::new(payment);
+        self.effects.payments.push(Arc::clone(&payment));
         Ok(Outcome::PaymentRecorded(payment))
     }
 
@@ -624,6 +625,7 @@ impl Platform {
         let index = self.channels.len() as u32;
         self.channel_index.insert(channel.id.clone(), index);
         self.channels.push(channel);
+        self.trades.push(HashMap::new());
     }
 
     fn insert_merchant(&mut self, merchant: Merchant) {
@@ -682,8 +684,8 @@ impl Platform {
             currency: payment.currency,
             paid_at: payment.paid_at,
         };
-        self.trades.insert(
-            (channel_index, payment.channel_trade_no.as_str().into()),
+        self.trades[channel_index as usize].insert(
+            payment.channel_trade_no.as_str().into(),
             TradeEntry {
                 payment: payment.id,
                 content: payment_content(merchant_index, &new),

@@ -92,7 +92,7 @@ fn repeated_trade_returns_the_first_payment_and_changes_nothing() {
     let later = Timestamp(NOW.micros() + 1_000_000);
     assert_eq!(
         p.apply(later, &payin("T1", 1_000)),
-        Ok(Outcome::PaymentExists(first))
+        Ok(Outcome::PaymentExists((*first).clone()))
     );
     assert_eq!(
         p.apply(NOW, &payin("T1", 1_001)),

@@ -11,6 +11,7 @@
 //! and has no dependencies.
 
 mod account;
+mod hash;
 mod money;
 mod state;
 mod transfer;

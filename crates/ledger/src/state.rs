@@ -4,9 +4,10 @@
 //! could leak into results. Every successful event appends to the journal; the engine drains
 //! the journal after each batch and makes it durable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
+use crate::hash::IdMap;
 use crate::money::{AccountId, Amount, Currency, Timestamp, TransferId};
 use crate::transfer::{NewTransfer, Transfer, TransferFlags};
 
@@ -183,10 +184,10 @@ enum Undo {
 #[derive(Debug, Default)]
 pub struct Ledger {
     accounts: Vec<Account>,
-    account_index: HashMap<AccountId, u32>,
+    account_index: IdMap<AccountId, u32>,
     /// Fingerprint of each transfer's supplied content, by id, to recognise retries.
-    transfer_fingerprints: HashMap<TransferId, u64>,
-    pending: HashMap<TransferId, PendingTransfer>,
+    transfer_fingerprints: IdMap<TransferId, u64>,
+    pending: IdMap<TransferId, PendingTransfer>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     last_seq: u64,
     journal: Journal,
@@ -468,7 +469,14 @@ impl Ledger {
         let new_debit = add_side(&debit.balances, t.amount, pending, Side::Debit)?;
         let new_credit = add_side(&credit.balances, t.amount, pending, Side::Credit)?;
         check_limits(&debit.spec, &new_debit, &credit.spec, &new_credit)?;
-        let entry = self.post_entry(now, t, t.amount, new_debit, new_credit, flags);
+        let entry = self.post_entry(
+            now,
+            t,
+            t.amount,
+            (debit.index, new_debit),
+            (credit.index, new_credit),
+            flags,
+        );
         if pending {
             let expires_at = (t.timeout_seconds != 0).then(|| now.plus_seconds(t.timeout_seconds));
             self.pending.insert(
@@ -563,7 +571,14 @@ impl Ledger {
             credit_account_id: pending.credit_account_id,
             ..*t
         };
-        let entry = self.post_entry(now, &effective, amount, new_debit, new_credit, flags);
+        let entry = self.post_entry(
+            now,
+            &effective,
+            amount,
+            (debit.index, new_debit),
+            (credit.index, new_credit),
+            flags,
+        );
         self.set_pending_status(
             t.pending_id,
             if post {
@@ -604,8 +619,8 @@ impl Ledger {
             now,
             &record,
             pending.amount,
-            new_debit,
-            new_credit,
+            (debit.index, new_debit),
+            (credit.index, new_credit),
             TransferFlags::EXPIRED,
         );
         self.set_pending_status(id, PendingStatus::Expired);
@@ -613,17 +628,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// Looks both accounts up once; the slots carry the index so nothing is looked up again.
     fn transfer_accounts(
         &self,
         debit: AccountId,
         credit: AccountId,
-    ) -> Result<(Account, Account), LedgerError> {
-        let debit = *self
-            .account(debit)
-            .ok_or(LedgerError::DebitAccountNotFound)?;
-        let credit = *self
-            .account(credit)
-            .ok_or(LedgerError::CreditAccountNotFound)?;
+    ) -> Result<(Slot, Slot), LedgerError> {
+        let slot = |id: AccountId, missing: LedgerError| {
+            let index = *self.account_index.get(&id).ok_or(missing)?;
+            let account = &self.accounts[index as usize];
+            Ok::<Slot, LedgerError>(Slot {
+                index,
+                spec: account.spec,
+                balances: account.balances,
+            })
+        };
+        let debit = slot(debit, LedgerError::DebitAccountNotFound)?;
+        let credit = slot(credit, LedgerError::CreditAccountNotFound)?;
         if debit.spec.currency != credit.spec.currency {
             return Err(LedgerError::CurrenciesMustBeEqual);
         }
@@ -637,14 +658,14 @@ impl Ledger {
         now: Timestamp,
         t: &NewTransfer,
         amount: Amount,
-        new_debit: Balances,
-        new_credit: Balances,
+        (debit_index, new_debit): (u32, Balances),
+        (credit_index, new_credit): (u32, Balances),
         flags: TransferFlags,
     ) -> Transfer {
         self.last_seq += 1;
         let seq = self.last_seq;
-        let debit_prev_seq = self.set_balances(t.debit_account_id, new_debit, seq);
-        let credit_prev_seq = self.set_balances(t.credit_account_id, new_credit, seq);
+        let debit_prev_seq = self.set_balances(debit_index, new_debit, seq);
+        let credit_prev_seq = self.set_balances(credit_index, new_credit, seq);
         Transfer {
             seq,
             id: t.id,
@@ -663,8 +684,7 @@ impl Ledger {
     }
 
     /// Returns the account's previous `last_seq`.
-    fn set_balances(&mut self, id: AccountId, balances: Balances, seq: u64) -> u64 {
-        let index = self.account_index[&id];
+    fn set_balances(&mut self, index: u32, balances: Balances, seq: u64) -> u64 {
         let account = &mut self.accounts[index as usize];
         let previous = account.last_seq;
         self.undo.push(Undo::Balances {
@@ -750,6 +770,14 @@ impl Ledger {
         lines.sort_by_key(|l| l.currency);
         lines
     }
+}
+
+/// An account found for a transfer: its position and a copy of what the checks read.
+#[derive(Clone, Copy)]
+struct Slot {
+    index: u32,
+    spec: NewAccount,
+    balances: Balances,
 }
 
 /// Totals for one currency. Sums are `i128` so that they cannot overflow however many accounts
