@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ledger::{
-    Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, Journal, Ledger,
-    LedgerError, NewAccount, NewTransfer, ReplayError, Timestamp, Transfer, TransferFlags,
+    Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, IdHasher, Journal,
+    Ledger, LedgerError, NewAccount, NewTransfer, ReplayError, Timestamp, Transfer, TransferFlags,
     TransferId,
 };
 
@@ -431,7 +431,8 @@ impl Platform {
         let (merchant_currency, merchant_fee_schedule, claims) =
             (merchant.currency, merchant.fee, merchant.accounts.pending);
         let content = payment_content(merchant_index, new);
-        if let Some(entry) = self.trades[channel_index as usize].get(new.channel_trade_no.as_str()) {
+        if let Some(entry) = self.trades[channel_index as usize].get(new.channel_trade_no.as_str())
+        {
             return if entry.content == content {
                 Ok(Outcome::PaymentExists(entry.payment(new)))
             } else {
@@ -733,21 +734,17 @@ fn account_event(
     }
 }
 
-/// FNV-1a over what makes two reports of one trade "the same": merchant, order number, amount,
-/// currency and payment time. Stable across platforms, since it is recomputed on restart.
+/// A digest of what makes two reports of one trade "the same": merchant, order number, amount,
+/// currency and payment time, through the fixed [`IdHasher`] so that it is stable across
+/// platforms (it is recomputed on restart).
 fn payment_content(merchant_index: u32, new: &NewPayment) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&merchant_index.to_le_bytes());
-    eat(&(new.merchant_order_no.len() as u64).to_le_bytes());
-    eat(new.merchant_order_no.as_bytes());
-    eat(&new.amount.minor().to_le_bytes());
-    eat(new.currency.as_str().as_bytes());
-    eat(&new.paid_at.micros().to_le_bytes());
-    hash
+    use std::hash::Hasher;
+    let mut hasher = IdHasher::default();
+    hasher.write_u64(u64::from(merchant_index));
+    hasher.write_u64(new.merchant_order_no.len() as u64);
+    hasher.write(new.merchant_order_no.as_bytes());
+    hasher.write_u64(new.amount.minor() as u64);
+    hasher.write(new.currency.as_str().as_bytes());
+    hasher.write_u64(new.paid_at.micros() as u64);
+    hasher.finish()
 }

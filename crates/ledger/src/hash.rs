@@ -63,6 +63,10 @@ mod tests {
         for record in 0u128..4_096 {
             buckets.insert(hash_of((1u128 << 120) | (record << 8) | 1) & 0xfff);
         }
-        assert!(buckets.len() > 2_400, "only {} of 4096 buckets used", buckets.len());
+        assert!(
+            buckets.len() > 2_400,
+            "only {} of 4096 buckets used",
+            buckets.len()
+        );
     }
 }

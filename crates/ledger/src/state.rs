@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
-use crate::hash::IdMap;
+use crate::hash::{IdHasher, IdMap};
 use crate::money::{AccountId, Amount, Currency, Timestamp, TransferId};
 use crate::transfer::{NewTransfer, Transfer, TransferFlags};
 
@@ -867,25 +867,22 @@ fn check_limits(
     Ok(())
 }
 
-/// FNV-1a over a transfer's supplied content in a fixed byte order, so that the fingerprint is
-/// stable across platforms and versions (it is stored). The linked flag is excluded: whether a
-/// retry is sent inside a chain does not change what it asks for.
+/// A digest of a transfer's supplied content, in a fixed word order through the fixed
+/// [`IdHasher`], so that it is stable across platforms and versions (it is stored). The linked
+/// flag is excluded: whether a retry is sent inside a chain does not change what it asks for.
 pub fn fingerprint(t: &NewTransfer) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&t.id.0.to_le_bytes());
-    eat(&t.debit_account_id.0.to_le_bytes());
-    eat(&t.credit_account_id.0.to_le_bytes());
-    eat(&t.amount.minor().to_le_bytes());
-    eat(&t.pending_id.0.to_le_bytes());
-    eat(&t.timeout_seconds.to_le_bytes());
-    eat(&t.flags.without(TransferFlags::LINKED).bits().to_le_bytes());
-    eat(&t.code.to_le_bytes());
-    eat(&t.user_data.to_le_bytes());
-    hash
+    use std::hash::Hasher;
+    let mut hasher = IdHasher::default();
+    hasher.write_u128(t.id.0);
+    hasher.write_u64(t.debit_account_id.0);
+    hasher.write_u64(t.credit_account_id.0);
+    hasher.write_u64(t.amount.minor() as u64);
+    hasher.write_u128(t.pending_id.0);
+    hasher.write_u64(
+        u64::from(t.timeout_seconds)
+            | u64::from(t.flags.without(TransferFlags::LINKED).bits()) << 32
+            | u64::from(t.code) << 48,
+    );
+    hasher.write_u64(t.user_data);
+    hasher.finish()
 }
