@@ -5,12 +5,13 @@
 //! nothing.
 
 use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::Arc;
 
 use ledger::{
     Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, IdHasher, Journal,
-    Ledger, LedgerError, NewAccount, NewTransfer, ReplayError, Timestamp, Transfer, TransferFlags,
-    TransferId,
+    Ledger, LedgerError, NewAccount, NewTransfer, ReplayError, ShardedMap, Timestamp, Transfer,
+    TransferFlags, TransferId,
 };
 
 use crate::fees::{FeeSchedule, FeeScheduleError};
@@ -183,7 +184,7 @@ pub struct Platform {
     platform_accounts: Vec<PlatformAccounts>,
     /// Per channel (by index): channel trade number → payment. Keys are external strings, so
     /// the map keeps the standard collision-resistant hasher.
-    trades: Vec<HashMap<Box<str>, TradeEntry>>,
+    trades: Vec<ShardedMap<Box<str>, TradeEntry, RandomState>>,
     /// Each merchant's newest payment, by merchant index: the head of its payment chain.
     merchant_last_payment: Vec<Option<PaymentId>>,
     next_account_id: u64,
@@ -626,7 +627,7 @@ impl Platform {
         let index = self.channels.len() as u32;
         self.channel_index.insert(channel.id.clone(), index);
         self.channels.push(channel);
-        self.trades.push(HashMap::new());
+        self.trades.push(ShardedMap::default());
     }
 
     fn insert_merchant(&mut self, merchant: Merchant) {

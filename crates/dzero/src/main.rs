@@ -26,6 +26,8 @@ enum BenchCommand {
     Payins(bench::payins::PayinsArgs),
     /// Single pay-in requests per second over loopback HTTP, and p99 latency at half that rate.
     Http(bench::http::HttpArgs),
+    /// Resident memory per ledger account and per merchant.
+    Accounts(bench::accounts::AccountsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         }
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
         Commands::Bench(BenchCommand::Http(args)) => bench::http::run(&args),
+        Commands::Bench(BenchCommand::Accounts(args)) => bench::accounts::run(&args),
     }
 }
 

@@ -153,3 +153,15 @@ impl Account {
         debits_ok && credits_ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The budget is 512 resident bytes per account, index included; the record itself must
+    /// stay a small fraction of that (`dzero bench accounts` measures the whole).
+    #[test]
+    fn account_record_stays_small() {
+        assert!(std::mem::size_of::<Account>() <= 96);
+    }
+}

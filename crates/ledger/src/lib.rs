@@ -17,7 +17,7 @@ mod state;
 mod transfer;
 
 pub use account::{Account, AccountFlags, AccountKind, Balances, NewAccount};
-pub use hash::{IdHasher, IdMap};
+pub use hash::{IdHasher, IdMap, ShardedMap};
 pub use money::{AccountId, Amount, Currency, Timestamp, TransferId};
 pub use state::{
     ChainFailure, Event, EventResult, Journal, Ledger, LedgerError, Outcome, PendingStatus,

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
-use crate::hash::{IdHasher, IdMap};
+use crate::hash::{IdHasher, IdMap, ShardedMap};
 use crate::money::{AccountId, Amount, Currency, Timestamp, TransferId};
 use crate::transfer::{NewTransfer, Transfer, TransferFlags};
 
@@ -186,8 +186,8 @@ pub struct Ledger {
     accounts: Vec<Account>,
     account_index: IdMap<AccountId, u32>,
     /// Fingerprint of each transfer's supplied content, by id, to recognise retries.
-    transfer_fingerprints: IdMap<TransferId, u64>,
-    pending: IdMap<TransferId, PendingTransfer>,
+    transfer_fingerprints: ShardedMap<TransferId, u64>,
+    pending: ShardedMap<TransferId, PendingTransfer>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     last_seq: u64,
     journal: Journal,
