@@ -16,8 +16,10 @@ merchants=10000
 db=dzero_baseline
 as_pg() { runuser -u postgres -- "$@"; }
 
+started_here=no
 if ! pg_isready -q -h /var/run/postgresql; then
   pg_ctlcluster 15 main start
+  started_here=yes
   for _ in $(seq 1 50); do pg_isready -q -h /var/run/postgresql && break; sleep 0.2; done
 fi
 
@@ -52,6 +54,9 @@ baseline=$(as_pg pgbench -n -c "$clients" -j 2 -T "$seconds" -f "$script" "$db" 
   | awk '/^tps = / { print int($3) }')
 rm -f "$script"
 echo "baseline_tps=$baseline" >&2
+# Let PostgreSQL's background writes finish so they do not slow the next measurement.
+as_pg psql -q -d "$db" -c "CHECKPOINT"
+if [ "$started_here" = yes ]; then pg_ctlcluster 15 main stop; fi
 
 cargo build --release -q -p dzero
 dzero=$(./target/release/dzero bench payins --payins 1000000 | tail -n 1 | sed 's/payins_per_sec=//')

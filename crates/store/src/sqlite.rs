@@ -417,6 +417,91 @@ fn for_each_row(
     Ok(())
 }
 
+/// Rows per multi-row `INSERT` on the hot tables: one statement execution per this many rows
+/// instead of one per row.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Binds one row's values at parameter positions `base + 1 ..`.
+type BindRow<T> = fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>;
+
+/// Inserts `rows` with cached multi-row statements (the remainder one row at a time).
+fn insert_many<T>(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    columns: &str,
+    rows: &[T],
+    bind: BindRow<T>,
+) -> StoreResult<()> {
+    let width = columns.split(',').count();
+    let statement = |rows: usize| {
+        let row = format!("({})", vec!["?"; width].join(", "));
+        format!(
+            "INSERT INTO {table} ({columns}) VALUES {}",
+            vec![row; rows].join(", ")
+        )
+    };
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    if rows.len() >= ROWS_PER_INSERT {
+        let mut many = tx.prepare_cached(&statement(ROWS_PER_INSERT))?;
+        for chunk in &mut chunks {
+            for (i, row) in chunk.iter().enumerate() {
+                bind(&mut many, i * width, row)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = tx.prepare_cached(&statement(1))?;
+        for row in rest {
+            bind(&mut one, 0, row)?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+fn bind_transfer(
+    s: &mut rusqlite::Statement<'_>,
+    base: usize,
+    (t, fingerprint): &(Transfer, u64),
+) -> rusqlite::Result<()> {
+    s.raw_bind_parameter(base + 1, u64_int(t.seq))?;
+    s.raw_bind_parameter(base + 2, &u128_blob(t.id.0)[..])?;
+    s.raw_bind_parameter(base + 3, u64_int(t.debit_account_id.0))?;
+    s.raw_bind_parameter(base + 4, u64_int(t.credit_account_id.0))?;
+    s.raw_bind_parameter(base + 5, t.amount.minor())?;
+    s.raw_bind_parameter(base + 6, &u128_blob(t.pending_id.0)[..])?;
+    s.raw_bind_parameter(base + 7, i64::from(t.timeout_seconds))?;
+    s.raw_bind_parameter(base + 8, i64::from(t.flags.bits()))?;
+    s.raw_bind_parameter(base + 9, i64::from(t.code))?;
+    s.raw_bind_parameter(base + 10, u64_int(t.user_data))?;
+    s.raw_bind_parameter(base + 11, t.timestamp.micros())?;
+    s.raw_bind_parameter(base + 12, u64_int(t.debit_prev_seq))?;
+    s.raw_bind_parameter(base + 13, u64_int(t.credit_prev_seq))?;
+    s.raw_bind_parameter(base + 14, u64_int(*fingerprint))
+}
+
+fn bind_payment(
+    s: &mut rusqlite::Statement<'_>,
+    base: usize,
+    p: &std::sync::Arc<Payment>,
+) -> rusqlite::Result<()> {
+    s.raw_bind_parameter(base + 1, u64_int(p.id.0))?;
+    s.raw_bind_parameter(base + 2, p.channel_id.as_str())?;
+    s.raw_bind_parameter(base + 3, p.merchant_id.as_str())?;
+    s.raw_bind_parameter(base + 4, p.channel_trade_no.as_str())?;
+    s.raw_bind_parameter(base + 5, p.merchant_order_no.as_str())?;
+    s.raw_bind_parameter(base + 6, p.amount.minor())?;
+    s.raw_bind_parameter(base + 7, p.currency.as_str())?;
+    s.raw_bind_parameter(base + 8, p.paid_at.micros())?;
+    s.raw_bind_parameter(base + 9, p.merchant_fee.minor())?;
+    s.raw_bind_parameter(base + 10, p.channel_cost.minor())?;
+    s.raw_bind_parameter(base + 11, p.merchant_claim.minor())?;
+    s.raw_bind_parameter(base + 12, p.created_at.micros())?;
+    s.raw_bind_parameter(base + 13, u64_int(p.merchant_prev_id.map_or(0, |id| id.0)))
+}
+
 impl Store for SqliteStore {
     fn load(
         &mut self,
@@ -502,30 +587,13 @@ impl Store for SqliteStore {
                 ])?;
             }
         }
-        if !effects.journal.transfers.is_empty() {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO transfers ({TRANSFER_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-            ))?;
-            for (t, fingerprint) in &effects.journal.transfers {
-                insert.execute(params![
-                    u64_int(t.seq),
-                    &u128_blob(t.id.0)[..],
-                    u64_int(t.debit_account_id.0),
-                    u64_int(t.credit_account_id.0),
-                    t.amount.minor(),
-                    &u128_blob(t.pending_id.0)[..],
-                    i64::from(t.timeout_seconds),
-                    i64::from(t.flags.bits()),
-                    i64::from(t.code),
-                    u64_int(t.user_data),
-                    t.timestamp.micros(),
-                    u64_int(t.debit_prev_seq),
-                    u64_int(t.credit_prev_seq),
-                    u64_int(*fingerprint),
-                ])?;
-            }
-        }
+        insert_many(
+            &tx,
+            "transfers",
+            TRANSFER_COLUMNS,
+            &effects.journal.transfers,
+            bind_transfer,
+        )?;
         for c in &effects.channels {
             tx.prepare_cached(
                 "INSERT INTO channels (id, name, currency, cost_rate_ppm, cost_min, cost_max,
@@ -566,29 +634,13 @@ impl Store for SqliteStore {
                 m.created_at.micros(),
             ])?;
         }
-        if !effects.payments.is_empty() {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO payments ({PAYMENT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ))?;
-            for p in &effects.payments {
-                insert.execute(params![
-                    u64_int(p.id.0),
-                    p.channel_id,
-                    p.merchant_id,
-                    p.channel_trade_no,
-                    p.merchant_order_no,
-                    p.amount.minor(),
-                    p.currency.as_str(),
-                    p.paid_at.micros(),
-                    p.merchant_fee.minor(),
-                    p.channel_cost.minor(),
-                    p.merchant_claim.minor(),
-                    p.created_at.micros(),
-                    u64_int(p.merchant_prev_id.map_or(0, |id| id.0)),
-                ])?;
-            }
-        }
+        insert_many(
+            &tx,
+            "payments",
+            PAYMENT_COLUMNS,
+            &effects.payments,
+            bind_payment,
+        )?;
         for record in batch.idempotency {
             tx.prepare_cached(
                 "INSERT INTO idempotency (key, request_hash, status, body, created_at)
