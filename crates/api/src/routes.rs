@@ -28,6 +28,17 @@ use crate::{
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The caller of a request, if its API key is valid and holds `scope`.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Caller, ApiError> {
+    let caller = state.auth.authenticate(headers).await?;
+    caller.require(scope)?;
+    Ok(caller)
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -319,8 +330,7 @@ async fn create_api_key(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let caller = state.auth.authenticate(&headers).await?;
-    caller.require(Scope::Admin)?;
+    authorize(&state, &headers, Scope::Admin).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: dto::CreateApiKey = parse(&body)?;
     let scopes = request
@@ -363,8 +373,7 @@ async fn create_channel(
     uri: Uri,
     body: Body,
 ) -> ApiResult {
-    let caller = state.auth.authenticate(&headers).await?;
-    caller.require(Scope::ChannelsWrite)?;
+    let caller = authorize(&state, &headers, Scope::ChannelsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: dto::CreateChannel = parse(&body)?;
     let command = Command::CreateChannel(NewChannel {
@@ -392,8 +401,7 @@ async fn create_merchant(
     uri: Uri,
     body: Body,
 ) -> ApiResult {
-    let caller = state.auth.authenticate(&headers).await?;
-    caller.require(Scope::MerchantsWrite)?;
+    let caller = authorize(&state, &headers, Scope::MerchantsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: dto::CreateMerchant = parse(&body)?;
     let command = Command::CreateMerchant(NewMerchant {
@@ -460,11 +468,7 @@ async fn list_channels(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let page = state
@@ -483,11 +487,7 @@ async fn get_channel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let channel = state
         .engine
         .query(move |p| p.channel(&id).map(dto::ChannelOut::from))
@@ -501,11 +501,7 @@ async fn list_merchants(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let page = state
@@ -524,11 +520,7 @@ async fn get_merchant(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let merchant = state
         .engine
         .query(move |p| p.merchant(&id).map(dto::MerchantOut::from))
@@ -542,11 +534,7 @@ async fn merchant_balances(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let balances = state
         .engine
         .query(move |p| {
@@ -567,8 +555,7 @@ async fn create_payment(
     uri: Uri,
     body: Body,
 ) -> ApiResult {
-    let caller = state.auth.authenticate(&headers).await?;
-    caller.require(Scope::PaymentsWrite)?;
+    let caller = authorize(&state, &headers, Scope::PaymentsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: dto::CreatePayment = parse(&body)?;
     let command = Command::RecordPayment(request.to_domain()?);
@@ -593,8 +580,7 @@ async fn create_payments_bulk(
     uri: Uri,
     body: Body,
 ) -> ApiResult {
-    let caller = state.auth.authenticate(&headers).await?;
-    caller.require(Scope::PaymentsWrite)?;
+    let caller = authorize(&state, &headers, Scope::PaymentsWrite).await?;
     let body = read_body(body, BULK_BODY_BYTES_MAX).await?;
     let request: dto::CreatePayments = parse(&body)?;
     if request.payments.is_empty() || request.payments.len() > BULK_PAYMENTS_MAX {
@@ -635,11 +621,7 @@ async fn get_payment(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let id = dto::parse_payment_id(&id).ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
     let payment = read_store(&state, move |r| r.payment(id))
         .await?
@@ -669,11 +651,7 @@ async fn list_payments(
     headers: HeaderMap,
     q: Result<Query<PaymentsQuery>, QueryRejection>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let from = q
@@ -796,11 +774,7 @@ async fn get_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let id: u64 = id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound))?;
     let account = state
         .engine
@@ -825,11 +799,7 @@ async fn list_transfers(
     headers: HeaderMap,
     q: Result<Query<TransfersQuery>, QueryRejection>,
 ) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let account = AccountId(q.account_id.ok_or_else(|| {
@@ -876,11 +846,7 @@ async fn list_transfers(
 }
 
 async fn trial_balance(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
-    state
-        .auth
-        .authenticate(&headers)
-        .await?
-        .require(Scope::Read)?;
+    authorize(&state, &headers, Scope::Read).await?;
     let lines = state.engine.query(|p| p.ledger().trial_balance()).await?;
     let currencies: Vec<dto::TrialBalanceLineOut> = lines
         .iter()
