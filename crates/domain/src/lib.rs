@@ -9,16 +9,25 @@
 //! Architecture invariant: like `ledger`, this crate does no IO, never reads a clock and never
 //! draws randomness; time and ids come in from the engine.
 
+pub mod calendar;
 mod fees;
 mod model;
 mod platform;
+pub mod settlement;
+pub mod terms;
 
 pub use fees::{FeeSchedule, FeeScheduleError, RATE_PPM_ONE};
 pub use model::{
     Channel, EXTERNAL_ID_LEN_MAX, Merchant, MerchantAccounts, NAME_CHARS_MAX, NewPayment,
     PAYMENT_AMOUNT_MAX, Payment, PaymentId, PlatformAccounts, is_valid_external_id, is_valid_name,
 };
+pub use calendar::{Calendar, CalendarError, CalendarYear, Date};
 pub use platform::{
     Command, CommandResult, DomainError, Effects, MerchantBalances, NewChannel, NewMerchant,
     Outcome, Platform, account_code, transfer_code,
 };
+pub use settlement::{
+    ChannelSettlement, Funder, FunderKind, FunderLine, Lot, LotId, LotState, NewChannelSettlement,
+    NewFunder, Payout, PayoutId, PayoutKind, PayoutRequest, PayoutResult, PayoutStatus,
+};
+pub use terms::{AdvanceTerms, BankAccount, Cycle, MerchantTerms, SettlementTerms, TermsError};

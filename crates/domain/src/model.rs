@@ -3,6 +3,7 @@
 use ledger::{AccountId, Amount, Currency, Timestamp};
 
 use crate::fees::FeeSchedule;
+use crate::terms::{Cycle, MerchantTerms};
 
 /// Longest accepted external identifier (channel, merchant, trade and order numbers).
 pub const EXTERNAL_ID_LEN_MAX: usize = 64;
@@ -40,6 +41,8 @@ pub struct Channel {
     pub currency: Currency,
     /// What the channel charges the platform per pay-in.
     pub cost: FeeSchedule,
+    /// When the channel pays the platform for a business day (T1: next business day).
+    pub settlement_cycle: Cycle,
     /// What the channel owes the platform (an asset).
     pub receivable_account: AccountId,
     pub created_at: Timestamp,
@@ -78,10 +81,26 @@ pub struct Merchant {
     pub id: String,
     pub name: String,
     pub currency: Currency,
-    /// What the platform charges the merchant per pay-in.
-    pub fee: FeeSchedule,
+    /// Terms versions, oldest first; the first takes effect at creation.
+    pub terms: Vec<MerchantTerms>,
     pub accounts: MerchantAccounts,
     pub created_at: Timestamp,
+}
+
+impl Merchant {
+    /// The terms in force at `at`.
+    pub fn terms_at(&self, at: Timestamp) -> &MerchantTerms {
+        let index = self
+            .terms
+            .partition_point(|t| t.effective_from <= at)
+            .saturating_sub(1);
+        &self.terms[index]
+    }
+
+    /// The newest terms version (possibly not yet in force).
+    pub fn latest_terms(&self) -> &MerchantTerms {
+        &self.terms[self.terms.len() - 1]
+    }
 }
 
 /// The platform's own accounts for one currency.
@@ -90,6 +109,15 @@ pub struct PlatformAccounts {
     pub currency: Currency,
     pub fee_income: AccountId,
     pub channel_cost: AccountId,
+    /// The custody bank account: money actually held. It goes below zero while the platform
+    /// fronts advances, within the funders' lines.
+    pub cash: AccountId,
+    /// Payouts sent to a payout channel and not yet confirmed.
+    pub payouts_in_flight: AccountId,
+    /// Counterpart of the merchants' `advanced` memo accounts.
+    pub advances_outstanding: AccountId,
+    /// Differences between what channels paid and what they owed.
+    pub channel_discrepancy: AccountId,
 }
 
 /// A channel's notice that a customer's payment to a merchant succeeded.
@@ -126,6 +154,10 @@ pub struct Payment {
     /// The merchant's previous payment, if any: each merchant's payments form a chain, newest
     /// first, so storage can serve a merchant's order query without a secondary index.
     pub merchant_prev_id: Option<PaymentId>,
+    /// The business date whose lot holds the claim.
+    pub business_date: crate::calendar::Date,
+    /// Position of the command that recorded it in the platform's sequence of inputs.
+    pub op: u64,
 }
 
 impl Payment {

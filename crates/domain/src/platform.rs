@@ -2,23 +2,31 @@
 //!
 //! Like the ledger beneath it, it is pure: the engine gives it a timestamp and commands, and
 //! takes away the effects to persist. Every command either applies completely or changes
-//! nothing.
+//! nothing. Every input that changed the state (a command, or a tick of the clock that fired
+//! scheduled work) gets the next operation number; replaying the same inputs with the same
+//! timestamps in operation order rebuilds the same state, which is how the engine recovers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::RandomState;
 use std::sync::Arc;
 
 use ledger::{
     Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, IdHasher, Journal,
-    Ledger, LedgerError, NewAccount, NewTransfer, ReplayError, ShardedMap, Timestamp, Transfer,
-    TransferFlags, TransferId,
+    Ledger, LedgerError, NewAccount, NewTransfer, ShardedMap, Timestamp, TransferFlags,
+    TransferId,
 };
 
+use crate::calendar::{Calendar, CalendarError, CalendarYear, Date, business_date};
 use crate::fees::{FeeSchedule, FeeScheduleError};
 use crate::model::{
     Channel, Merchant, MerchantAccounts, NewPayment, PAYMENT_AMOUNT_MAX, Payment, PaymentId,
     PlatformAccounts, is_valid_external_id, is_valid_name,
 };
+use crate::settlement::{
+    ChannelSettlement, Funder, Lot, LotId, NewChannelSettlement, NewFunder, Payout, PayoutId,
+    PayoutRequest, PayoutResult, ScheduledWork, Settlements,
+};
+use crate::terms::{Cycle, MerchantTerms, TermsError};
 
 /// Roles of ledger accounts, stored in the account's `code` so that storage alone tells what
 /// each account is for.
@@ -26,6 +34,10 @@ pub mod account_code {
     pub const CHANNEL_RECEIVABLE: u16 = 1;
     pub const FEE_INCOME: u16 = 2;
     pub const CHANNEL_COST: u16 = 3;
+    pub const CASH: u16 = 4;
+    pub const PAYOUTS_IN_FLIGHT: u16 = 5;
+    pub const ADVANCES_OUTSTANDING: u16 = 6;
+    pub const CHANNEL_DISCREPANCY: u16 = 7;
     pub const MERCHANT_PENDING: u16 = 10;
     pub const MERCHANT_AVAILABLE: u16 = 11;
     pub const MERCHANT_FROZEN: u16 = 12;
@@ -38,14 +50,29 @@ pub mod transfer_code {
     pub const PAYIN_CLAIM: u16 = 1;
     pub const PAYIN_FEE: u16 = 2;
     pub const PAYIN_COST: u16 = 3;
+    pub const PAYOUT_AMOUNT: u16 = 10;
+    pub const PAYOUT_FEE: u16 = 11;
+    pub const PAYOUT_PAID: u16 = 12;
+    pub const PAYOUT_RETURNED: u16 = 13;
+    pub const PAYOUT_FEE_RETURNED: u16 = 14;
+    pub const ADVANCE_DRAWN: u16 = 15;
+    pub const ADVANCE_RELEASED: u16 = 16;
+    pub const FUNDS_RECEIVED: u16 = 20;
+    pub const FUNDS_SHORT: u16 = 21;
+    pub const FUNDS_EXCESS: u16 = 22;
+    pub const CLAIMS_FUNDED: u16 = 23;
 }
 
 /// Transfer ids the platform chooses for its own postings: the top byte says what kind of
-/// business record it belongs to, the middle bits that record's number, the low byte the leg.
-fn internal_transfer_id(kind: u8, record: u64, leg: u8) -> TransferId {
-    TransferId((u128::from(kind) << 120) | (u128::from(record) << 8) | u128::from(leg))
+/// business record they belong to, the middle bits that record's number, the low 24 bits the
+/// leg.
+pub(crate) fn internal_transfer_id(kind: u8, record: u64, leg: u32) -> TransferId {
+    TransferId((u128::from(kind) << 120) | (u128::from(record) << 24) | u128::from(leg & 0xff_ffff))
 }
-const RECORD_KIND_PAYMENT: u8 = 1;
+pub(crate) const RECORD_KIND_PAYMENT: u8 = 1;
+pub(crate) const RECORD_KIND_PAYOUT: u8 = 2;
+pub(crate) const RECORD_KIND_CHANNEL_SETTLEMENT: u8 = 3;
+pub(crate) const RECORD_KIND_PAYOUT_RESULT: u8 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewChannel {
@@ -53,6 +80,7 @@ pub struct NewChannel {
     pub name: String,
     pub currency: Currency,
     pub cost: FeeSchedule,
+    pub settlement_cycle: Cycle,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +88,8 @@ pub struct NewMerchant {
     pub id: String,
     pub name: String,
     pub currency: Currency,
-    pub fee: FeeSchedule,
+    /// The first terms version; its `effective_from` is ignored (it takes effect at creation).
+    pub terms: MerchantTerms,
 }
 
 /// A business command. Each is applied atomically.
@@ -68,48 +97,122 @@ pub struct NewMerchant {
 pub enum Command {
     CreateChannel(NewChannel),
     CreateMerchant(NewMerchant),
+    /// A new terms version; it takes effect at `terms.effective_from`, or now if that is past.
+    SetMerchantTerms {
+        merchant_id: String,
+        terms: MerchantTerms,
+    },
+    LoadCalendarYear {
+        calendar_id: String,
+        year: CalendarYear,
+    },
+    CreateFunder(NewFunder),
     RecordPayment(NewPayment),
+    RequestPayout(PayoutRequest),
+    /// The payout channel accepted the payout.
+    MarkPayoutSent(PayoutId),
+    /// What the payout channel (or a status query, reconciliation or an operator) says.
+    ResolvePayout {
+        payout: PayoutId,
+        result: PayoutResult,
+    },
+    RecordChannelSettlement(NewChannelSettlement),
 }
 
 /// What a successful command produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// `created` is false when an identical channel already existed.
-    Channel {
-        channel: Channel,
-        created: bool,
-    },
-    Merchant {
-        merchant: Merchant,
-        created: bool,
-    },
+    Channel { channel: Channel, created: bool },
+    Merchant { merchant: Merchant, created: bool },
+    TermsSet(Merchant),
+    CalendarLoaded { calendar_id: String, year: i32 },
+    Funder { funder: Funder, created: bool },
     /// Shared with the effects to persist, so the record is not copied on the hot path.
     PaymentRecorded(Arc<Payment>),
     /// The same channel trade number was reported before with the same content: the original
     /// payment, unchanged.
     PaymentExists(Payment),
+    /// `created` is false when the request id was used before with the same content.
+    Payout { payout: Payout, created: bool },
+    ChannelSettlement {
+        settlement: ChannelSettlement,
+        created: bool,
+    },
+}
+
+impl Outcome {
+    /// Whether the command changed the state (and so must be replayed on recovery).
+    pub fn changed_state(&self) -> bool {
+        match self {
+            Outcome::Channel { created, .. }
+            | Outcome::Merchant { created, .. }
+            | Outcome::Funder { created, .. }
+            | Outcome::Payout { created, .. }
+            | Outcome::ChannelSettlement { created, .. } => *created,
+            Outcome::TermsSet(_)
+            | Outcome::CalendarLoaded { .. }
+            | Outcome::PaymentRecorded(_) => true,
+            Outcome::PaymentExists(_) => false,
+        }
+    }
 }
 
 /// Why a command was refused. Refusal changes nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DomainError {
     InvalidId,
     InvalidName,
     InvalidFeeSchedule(FeeScheduleError),
+    InvalidTerms(TermsError),
     ChannelExistsWithDifferentContent,
     MerchantExistsWithDifferentContent,
+    FunderExistsWithDifferentContent,
     UnknownChannel,
     UnknownMerchant,
+    UnknownFunder,
+    UnknownPayout,
+    UnknownCalendar(String),
+    CalendarYearMissing { calendar: String, year: i32 },
+    InvalidCalendar(String),
     CurrencyMismatch,
     AmountMustBePositive,
     AmountTooLarge,
     /// The merchant fee would leave the merchant no positive claim.
     FeeNotBelowAmount,
+    /// The merchant fee is below the channel's cost and the merchant's terms do not allow it.
+    FeeBelowFloor,
     /// The same channel trade number was reported before with different content.
     DuplicateTradeWithDifferentContent,
+    /// The same payout request id was used before with different content.
+    PayoutRequestConflict,
+    /// The same bank reference was reported before with different content.
+    SettlementConflict,
+    NoBankAccount,
+    InsufficientFunds,
+    AdvanceNotEnabled,
+    AdvanceLimitExceeded(&'static str),
+    NoFunderRoom,
+    AdvanceFeeBelowCostOfFunds,
+    /// No unfunded lots of this channel and business date are waiting for money.
+    NothingToFund,
+    /// The payout is not in a state that allows this change.
+    PayoutStateConflict { status: &'static str },
     /// The ledger refused the postings; with validated input this means a balance would
-    /// overflow.
+    /// overflow or an invariant was about to break.
     Ledger(LedgerError),
+}
+
+impl From<CalendarError> for DomainError {
+    fn from(error: CalendarError) -> DomainError {
+        match error {
+            CalendarError::YearMissing { calendar, year } => {
+                DomainError::CalendarYearMissing { calendar, year }
+            }
+            CalendarError::UnknownCalendar(id) => DomainError::UnknownCalendar(id),
+            CalendarError::InvalidYear(message) => DomainError::InvalidCalendar(message),
+        }
+    }
 }
 
 pub type CommandResult = Result<Outcome, DomainError>;
@@ -117,22 +220,18 @@ pub type CommandResult = Result<Outcome, DomainError>;
 /// What the engine must persist after a batch, in the order it happened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
-    pub channels: Vec<Channel>,
-    pub merchants: Vec<Merchant>,
     pub payments: Vec<Arc<Payment>>,
     pub journal: Journal,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-            && self.merchants.is_empty()
-            && self.payments.is_empty()
-            && self.journal.is_empty()
+        self.payments.is_empty() && self.journal.is_empty()
     }
 }
 
-/// A merchant's balances as it sees them, each on its account's normal side.
+/// A merchant's balances as it sees them, each on its account's normal side, and the largest
+/// advance it could take now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MerchantBalances {
     pub pending: Amount,
@@ -140,6 +239,7 @@ pub struct MerchantBalances {
     pub frozen: Amount,
     pub advanced: Amount,
     pub debt: Amount,
+    pub advance_available: Amount,
 }
 
 /// What the index of reported trades remembers of each payment: enough to recognise a retry
@@ -152,6 +252,8 @@ struct TradeEntry {
     channel_cost: Amount,
     created_at: Timestamp,
     merchant_prev_id: Option<PaymentId>,
+    business_date: Date,
+    op: u64,
 }
 
 impl TradeEntry {
@@ -170,25 +272,32 @@ impl TradeEntry {
             merchant_claim: Amount::from_minor(new.amount.minor() - self.merchant_fee.minor()),
             created_at: self.created_at,
             merchant_prev_id: self.merchant_prev_id,
+            business_date: self.business_date,
+            op: self.op,
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Platform {
-    ledger: Ledger,
-    channels: Vec<Channel>,
-    channel_index: HashMap<String, u32>,
-    merchants: Vec<Merchant>,
-    merchant_index: HashMap<String, u32>,
-    platform_accounts: Vec<PlatformAccounts>,
+    pub(crate) ledger: Ledger,
+    pub(crate) channels: Vec<Channel>,
+    pub(crate) channel_index: HashMap<String, u32>,
+    pub(crate) merchants: Vec<Merchant>,
+    pub(crate) merchant_index: HashMap<String, u32>,
+    pub(crate) platform_accounts: Vec<PlatformAccounts>,
+    pub(crate) calendars: BTreeMap<String, Calendar>,
     /// Per channel (by index): channel trade number → payment. Keys are external strings, so
     /// the map keeps the standard collision-resistant hasher.
     trades: Vec<ShardedMap<Box<str>, TradeEntry, RandomState>>,
     /// Each merchant's newest payment, by merchant index: the head of its payment chain.
     merchant_last_payment: Vec<Option<PaymentId>>,
+    /// Lots, funders, payouts, exposures and the schedule of cutoffs and runs.
+    pub(crate) settlements: Settlements,
     next_account_id: u64,
     next_payment_id: u64,
+    /// Operations applied so far (inputs that changed the state).
+    ops: u64,
     effects: Effects,
 }
 
@@ -203,6 +312,11 @@ impl Platform {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Operations applied so far: the number of the last one.
+    pub fn ops(&self) -> u64 {
+        self.ops
     }
 
     pub fn channel(&self, id: &str) -> Option<&Channel> {
@@ -227,7 +341,57 @@ impl Platform {
         &self.platform_accounts
     }
 
-    /// Number of payments recorded so far.
+    pub fn calendar(&self, id: &str) -> Option<&Calendar> {
+        self.calendars.get(id)
+    }
+
+    pub fn funders(&self) -> &[Funder] {
+        &self.settlements.funders
+    }
+
+    pub fn funder(&self, id: &str) -> Option<&Funder> {
+        self.settlements.funders.iter().find(|f| f.id == id)
+    }
+
+    pub fn payout(&self, id: PayoutId) -> Option<&Payout> {
+        self.settlements.payout(id)
+    }
+
+    /// A merchant's payouts, newest first.
+    pub fn merchant_payouts(&self, merchant_id: &str) -> Vec<&Payout> {
+        self.settlements
+            .payouts
+            .iter()
+            .rev()
+            .filter(|p| p.merchant_id == merchant_id)
+            .collect()
+    }
+
+    /// All payouts in creation order.
+    pub fn payouts(&self) -> &[Payout] {
+        &self.settlements.payouts
+    }
+
+    /// A merchant's lots, oldest first.
+    pub fn merchant_lots(&self, merchant_id: &str) -> Vec<&Lot> {
+        let Some(&index) = self.merchant_index.get(merchant_id) else {
+            return Vec::new();
+        };
+        self.settlements
+            .merchant_lots(index)
+            .iter()
+            .map(|id| self.settlements.lot(*id))
+            .collect()
+    }
+
+    pub fn lot(&self, id: LotId) -> &Lot {
+        self.settlements.lot(id)
+    }
+
+    pub fn channel_settlements(&self) -> &[ChannelSettlement] {
+        &self.settlements.channel_settlements
+    }
+
     /// The newest payment of a merchant: where its order query starts.
     pub fn merchant_last_payment(&self, merchant_id: &str) -> Option<PaymentId> {
         let index = *self.merchant_index.get(merchant_id)?;
@@ -246,23 +410,27 @@ impl Platform {
             .map(|entry| entry.payment)
     }
 
+    /// Number of payments recorded so far.
     pub fn payment_count(&self) -> u64 {
         self.next_payment_id - 1
     }
 
-    pub fn merchant_balances(&self, id: &str) -> Option<MerchantBalances> {
-        let accounts = self.merchant(id)?.accounts;
-        let balance = |account: AccountId| {
-            self.ledger
-                .account(account)
-                .map_or(Amount::ZERO, Account::posted_balance)
-        };
+    pub(crate) fn balance(&self, account: AccountId) -> Amount {
+        self.ledger
+            .account(account)
+            .map_or(Amount::ZERO, Account::posted_balance)
+    }
+
+    pub fn merchant_balances(&self, id: &str, now: Timestamp) -> Option<MerchantBalances> {
+        let index = *self.merchant_index.get(id)?;
+        let accounts = self.merchants[index as usize].accounts;
         Some(MerchantBalances {
-            pending: balance(accounts.pending),
-            available: balance(accounts.available),
-            frozen: balance(accounts.frozen),
-            advanced: balance(accounts.advanced),
-            debt: balance(accounts.debt),
+            pending: self.balance(accounts.pending),
+            available: self.balance(accounts.available),
+            frozen: self.balance(accounts.frozen),
+            advanced: self.balance(accounts.advanced),
+            debt: self.balance(accounts.debt),
+            advance_available: self.advance_available(index, now),
         })
     }
 
@@ -273,17 +441,50 @@ impl Platform {
         effects
     }
 
-    /// Work the clock drives, done at the start of each batch before its commands.
-    pub fn tick(&mut self, now: Timestamp) {
-        self.ledger.expire_due(now);
+    /// Work the clock drives, done at the start of each batch before its commands: pending
+    /// transfers that time out, then cutoffs and settlement runs whose time has come, oldest
+    /// first, at most `work_max` of them. Returns whether anything changed (the tick is then an
+    /// operation to replay) and whether more work is already due.
+    pub fn tick(&mut self, now: Timestamp, work_max: usize) -> (bool, bool) {
+        let mut changed = self.ledger.expire_due(now) > 0;
+        let mut done = 0;
+        while done < work_max {
+            let Some(work) = self.settlements.next_due(now) else {
+                break;
+            };
+            self.run_scheduled(now, work);
+            changed = true;
+            done += 1;
+        }
+        if changed {
+            self.ops += 1;
+        }
+        (changed, self.settlements.next_due(now).is_some())
     }
 
     pub fn apply(&mut self, now: Timestamp, command: &Command) -> CommandResult {
-        match command {
+        let result = match command {
             Command::CreateChannel(new) => self.create_channel(now, new),
             Command::CreateMerchant(new) => self.create_merchant(now, new),
+            Command::SetMerchantTerms { merchant_id, terms } => {
+                self.set_merchant_terms(now, merchant_id, terms)
+            }
+            Command::LoadCalendarYear { calendar_id, year } => {
+                self.load_calendar_year(calendar_id, year)
+            }
+            Command::CreateFunder(new) => self.create_funder(now, new),
             Command::RecordPayment(new) => self.record_payment(now, new),
+            Command::RequestPayout(request) => self.request_payout(now, request),
+            Command::MarkPayoutSent(id) => self.mark_payout_sent(now, *id),
+            Command::ResolvePayout { payout, result } => {
+                self.resolve_payout(now, *payout, *result)
+            }
+            Command::RecordChannelSettlement(new) => self.record_channel_settlement(now, new),
+        };
+        if result.as_ref().is_ok_and(Outcome::changed_state) {
+            self.ops += 1;
         }
+        result
     }
 
     fn create_channel(&mut self, now: Timestamp, new: &NewChannel) -> CommandResult {
@@ -291,7 +492,8 @@ impl Platform {
         if let Some(existing) = self.channel(&new.id) {
             let same = existing.name == new.name
                 && existing.currency == new.currency
-                && existing.cost == new.cost;
+                && existing.cost == new.cost
+                && existing.settlement_cycle == new.settlement_cycle;
             return if same {
                 Ok(Outcome::Channel {
                     channel: existing.clone(),
@@ -318,11 +520,13 @@ impl Platform {
             name: new.name.clone(),
             currency: new.currency,
             cost: new.cost,
+            settlement_cycle: new.settlement_cycle,
             receivable_account: receivable,
             created_at: now,
         };
-        self.insert_channel(channel.clone());
-        self.effects.channels.push(channel.clone());
+        self.channel_index.insert(channel.id.clone(), index);
+        self.channels.push(channel.clone());
+        self.trades.push(ShardedMap::default());
         Ok(Outcome::Channel {
             channel,
             created: true,
@@ -330,11 +534,17 @@ impl Platform {
     }
 
     fn create_merchant(&mut self, now: Timestamp, new: &NewMerchant) -> CommandResult {
-        validate_party(&new.id, &new.name, &new.fee)?;
+        validate_party(&new.id, &new.name, &new.terms.fee)?;
+        new.terms.validate().map_err(DomainError::InvalidTerms)?;
         if let Some(existing) = self.merchant(&new.id) {
+            let first = &existing.terms[0];
             let same = existing.name == new.name
                 && existing.currency == new.currency
-                && existing.fee == new.fee;
+                && existing.terms.len() == 1
+                && MerchantTerms {
+                    effective_from: first.effective_from,
+                    ..new.terms.clone()
+                } == *first;
             return if same {
                 Ok(Outcome::Merchant {
                     merchant: existing.clone(),
@@ -344,7 +554,7 @@ impl Platform {
                 Err(DomainError::MerchantExistsWithDifferentContent)
             };
         }
-        let index = u64::try_from(self.merchants.len()).map_err(|_| DomainError::InvalidId)?;
+        let index = u32::try_from(self.merchants.len()).map_err(|_| DomainError::InvalidId)?;
         let mut events = self.platform_account_events(new.currency);
         let accounts = MerchantAccounts {
             pending: self.allocate_account_id(),
@@ -354,54 +564,77 @@ impl Platform {
             debt: self.allocate_account_id(),
         };
         let claims = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+        let memo = AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
         for (id, kind, flags, code) in [
-            (
-                accounts.pending,
-                AccountKind::Liability,
-                claims,
-                account_code::MERCHANT_PENDING,
-            ),
-            (
-                accounts.available,
-                AccountKind::Liability,
-                claims,
-                account_code::MERCHANT_AVAILABLE,
-            ),
-            (
-                accounts.frozen,
-                AccountKind::Liability,
-                claims,
-                account_code::MERCHANT_FROZEN,
-            ),
-            (
-                accounts.advanced,
-                AccountKind::Asset,
-                AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
-                account_code::MERCHANT_ADVANCED,
-            ),
-            (
-                accounts.debt,
-                AccountKind::Asset,
-                AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
-                account_code::MERCHANT_DEBT,
-            ),
+            (accounts.pending, AccountKind::Liability, claims, account_code::MERCHANT_PENDING),
+            (accounts.available, AccountKind::Liability, claims, account_code::MERCHANT_AVAILABLE),
+            (accounts.frozen, AccountKind::Liability, claims, account_code::MERCHANT_FROZEN),
+            (accounts.advanced, AccountKind::Asset, memo, account_code::MERCHANT_ADVANCED),
+            (accounts.debt, AccountKind::Asset, memo, account_code::MERCHANT_DEBT),
         ] {
-            events.push(account_event(id, new.currency, kind, flags, code, index));
+            events.push(account_event(id, new.currency, kind, flags, code, u64::from(index)));
         }
         self.create_accounts(now, &events)?;
         let merchant = Merchant {
             id: new.id.clone(),
             name: new.name.clone(),
             currency: new.currency,
-            fee: new.fee,
+            terms: vec![MerchantTerms {
+                effective_from: now,
+                ..new.terms.clone()
+            }],
             accounts,
             created_at: now,
         };
-        self.insert_merchant(merchant.clone());
-        self.effects.merchants.push(merchant.clone());
+        self.merchant_index.insert(merchant.id.clone(), index);
+        self.merchants.push(merchant.clone());
+        self.merchant_last_payment.push(None);
+        self.settlements.add_merchant(index, &merchant.terms[0], now);
         Ok(Outcome::Merchant {
             merchant,
             created: true,
+        })
+    }
+
+    fn set_merchant_terms(
+        &mut self,
+        now: Timestamp,
+        merchant_id: &str,
+        terms: &MerchantTerms,
+    ) -> CommandResult {
+        let index = *self
+            .merchant_index
+            .get(merchant_id)
+            .ok_or(DomainError::UnknownMerchant)?;
+        terms.fee.validate().map_err(DomainError::InvalidFeeSchedule)?;
+        terms.validate().map_err(DomainError::InvalidTerms)?;
+        let effective_from = terms.effective_from.max(now);
+        let merchant = &mut self.merchants[index as usize];
+        // A new version replaces any later version not yet in force.
+        merchant.terms.retain(|t| t.effective_from < effective_from);
+        merchant.terms.push(MerchantTerms {
+            effective_from,
+            ..terms.clone()
+        });
+        let merchant = merchant.clone();
+        self.settlements.reschedule_merchant(index, &merchant, now);
+        Ok(Outcome::TermsSet(merchant))
+    }
+
+    fn load_calendar_year(&mut self, calendar_id: &str, year: &CalendarYear) -> CommandResult {
+        if !is_valid_external_id(calendar_id) {
+            return Err(DomainError::InvalidId);
+        }
+        let mut calendar = self
+            .calendars
+            .get(calendar_id)
+            .cloned()
+            .unwrap_or_else(|| Calendar::new(calendar_id));
+        calendar.load_year(year.clone())?;
+        self.calendars.insert(calendar_id.to_owned(), calendar);
+        Ok(Outcome::CalendarLoaded {
+            calendar_id: calendar_id.to_owned(),
+            year: year.year,
         })
     }
 
@@ -425,12 +658,6 @@ impl Platform {
             .merchant_index
             .get(new.merchant_id.as_str())
             .ok_or(DomainError::UnknownMerchant)?;
-        let channel = &self.channels[channel_index as usize];
-        let merchant = &self.merchants[merchant_index as usize];
-        let (channel_currency, channel_cost_schedule, receivable) =
-            (channel.currency, channel.cost, channel.receivable_account);
-        let (merchant_currency, merchant_fee_schedule, claims) =
-            (merchant.currency, merchant.fee, merchant.accounts.pending);
         let content = payment_content(merchant_index, new);
         if let Some(entry) = self.trades[channel_index as usize].get(new.channel_trade_no.as_str())
         {
@@ -440,20 +667,33 @@ impl Platform {
                 Err(DomainError::DuplicateTradeWithDifferentContent)
             };
         }
+        let channel = &self.channels[channel_index as usize];
+        let merchant = &self.merchants[merchant_index as usize];
+        let (channel_currency, channel_cost_schedule, receivable) =
+            (channel.currency, channel.cost, channel.receivable_account);
+        let terms = merchant.terms_at(now);
+        let (fee_schedule, allow_below_cost, cutoff, cycle) = (
+            terms.fee,
+            terms.allow_below_cost,
+            terms.settlement.cutoff_minute,
+            terms.settlement.cycle,
+        );
+        let (merchant_currency, claims) = (merchant.currency, merchant.accounts.pending);
         if channel_currency != new.currency || merchant_currency != new.currency {
             return Err(DomainError::CurrencyMismatch);
         }
-        let merchant_fee = merchant_fee_schedule.fee_on(new.amount);
+        let merchant_fee = fee_schedule.fee_on(new.amount);
         if merchant_fee >= new.amount {
             return Err(DomainError::FeeNotBelowAmount);
         }
         let channel_cost = channel_cost_schedule.fee_on(new.amount);
+        if merchant_fee < channel_cost && !allow_below_cost {
+            return Err(DomainError::FeeBelowFloor);
+        }
         let merchant_claim = Amount::from_minor(new.amount.minor() - merchant_fee.minor());
-        let platform = self
-            .platform_accounts_for(new.currency)
-            .unwrap_or_else(|| panic!("platform accounts exist for every channel currency"));
+        let platform = self.platform_accounts_for(new.currency);
         let payment_id = PaymentId(self.next_payment_id);
-        let leg = |leg: u8, debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
+        let leg = |leg: u32, debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
             Event::CreateTransfer(NewTransfer {
                 id: internal_transfer_id(RECORD_KIND_PAYMENT, payment_id.0, leg),
                 debit_account_id: debit,
@@ -497,6 +737,7 @@ impl Platform {
         self.ledger
             .apply_chain(now, &events)
             .map_err(|failure| DomainError::Ledger(failure.error))?;
+        let business_date = business_date(now, cutoff);
         let payment = Payment {
             id: payment_id,
             channel_id: new.channel_id.clone(),
@@ -511,7 +752,18 @@ impl Platform {
             merchant_claim,
             created_at: now,
             merchant_prev_id: self.merchant_last_payment[merchant_index as usize],
+            business_date,
+            op: self.ops + 1,
         };
+        self.settlements.add_claim(
+            merchant_index,
+            channel_index,
+            business_date,
+            merchant_claim,
+            Amount::from_minor(new.amount.minor() - channel_cost.minor()),
+            merchant_fee < channel_cost,
+            cycle,
+        );
         self.next_payment_id += 1;
         self.merchant_last_payment[merchant_index as usize] = Some(payment_id);
         self.trades[channel_index as usize].insert(
@@ -523,6 +775,8 @@ impl Platform {
                 channel_cost,
                 created_at: now,
                 merchant_prev_id: payment.merchant_prev_id,
+                business_date,
+                op: payment.op,
             },
         );
         let payment = Arc::new(payment);
@@ -530,39 +784,34 @@ impl Platform {
         Ok(Outcome::PaymentRecorded(payment))
     }
 
-    fn platform_accounts_for(&self, currency: Currency) -> Option<PlatformAccounts> {
+    pub(crate) fn platform_accounts_for(&self, currency: Currency) -> PlatformAccounts {
         self.platform_accounts
             .iter()
             .find(|p| p.currency == currency)
             .copied()
+            .unwrap_or_else(|| panic!("platform accounts exist for every currency in use"))
     }
 
     /// Account-creation events for the platform's own accounts in `currency`, if they do not
     /// exist yet. They are created in the same chain as the first party that needs them.
     fn platform_account_events(&mut self, currency: Currency) -> Vec<Event> {
-        if self.platform_accounts_for(currency).is_some() {
+        if self.platform_accounts.iter().any(|p| p.currency == currency) {
             return Vec::new();
         }
-        let fee_income = self.allocate_account_id();
-        let channel_cost = self.allocate_account_id();
-        vec![
-            account_event(
-                fee_income,
-                currency,
-                AccountKind::Income,
-                AccountFlags::NONE,
-                account_code::FEE_INCOME,
-                0,
-            ),
-            account_event(
-                channel_cost,
-                currency,
-                AccountKind::Expense,
-                AccountFlags::NONE,
-                account_code::CHANNEL_COST,
-                0,
-            ),
+        [
+            (AccountKind::Income, account_code::FEE_INCOME),
+            (AccountKind::Expense, account_code::CHANNEL_COST),
+            (AccountKind::Asset, account_code::CASH),
+            (AccountKind::Liability, account_code::PAYOUTS_IN_FLIGHT),
+            (AccountKind::Liability, account_code::ADVANCES_OUTSTANDING),
+            (AccountKind::Expense, account_code::CHANNEL_DISCREPANCY),
         ]
+        .into_iter()
+        .map(|(kind, code)| {
+            let id = self.allocate_account_id();
+            account_event(id, currency, kind, AccountFlags::NONE, code, 0)
+        })
+        .collect()
     }
 
     fn allocate_account_id(&mut self) -> AccountId {
@@ -576,7 +825,11 @@ impl Platform {
         let first_allocated = self.next_account_id - events.len() as u64;
         match self.ledger.apply_chain(now, events) {
             Ok(_) => {
-                self.note_platform_accounts(events);
+                for event in events {
+                    if let Event::CreateAccount { account, .. } = event {
+                        self.note_platform_account(account);
+                    }
+                }
                 Ok(())
             }
             Err(failure) => {
@@ -586,120 +839,69 @@ impl Platform {
         }
     }
 
-    fn note_platform_accounts(&mut self, events: &[Event]) {
-        for event in events {
-            if let Event::CreateAccount { account, .. } = event {
-                self.note_platform_account(account);
-            }
-        }
-    }
-
     fn note_platform_account(&mut self, account: &NewAccount) {
-        let slot = match self.platform_accounts_for(account.currency) {
-            Some(_) => self
-                .platform_accounts
-                .iter_mut()
-                .find(|p| p.currency == account.currency),
-            None if matches!(
-                account.code,
-                account_code::FEE_INCOME | account_code::CHANNEL_COST
-            ) =>
-            {
-                self.platform_accounts.push(PlatformAccounts {
-                    currency: account.currency,
-                    fee_income: AccountId(0),
-                    channel_cost: AccountId(0),
-                });
-                self.platform_accounts.last_mut()
-            }
-            None => None,
-        };
-        if let Some(slot) = slot {
-            match account.code {
-                account_code::FEE_INCOME => slot.fee_income = account.id,
-                account_code::CHANNEL_COST => slot.channel_cost = account.id,
-                _ => {}
-            }
+        use account_code as code;
+        if !matches!(
+            account.code,
+            code::FEE_INCOME
+                | code::CHANNEL_COST
+                | code::CASH
+                | code::PAYOUTS_IN_FLIGHT
+                | code::ADVANCES_OUTSTANDING
+                | code::CHANNEL_DISCREPANCY
+        ) {
+            return;
         }
-    }
-
-    fn insert_channel(&mut self, channel: Channel) {
-        let index = self.channels.len() as u32;
-        self.channel_index.insert(channel.id.clone(), index);
-        self.channels.push(channel);
-        self.trades.push(ShardedMap::default());
-    }
-
-    fn insert_merchant(&mut self, merchant: Merchant) {
-        let index = self.merchants.len() as u32;
-        self.merchant_last_payment.push(None);
-        self.merchant_index.insert(merchant.id.clone(), index);
-        self.merchants.push(merchant);
-    }
-
-    // ----- Recovery: rebuilding the state from what storage holds. -----
-
-    /// Restores a ledger account; accounts must come in creation order.
-    pub fn restore_account(&mut self, account: &Account) -> Result<(), ReplayError> {
-        self.ledger.replay_account(account)?;
-        self.note_platform_account(&account.spec);
-        self.next_account_id = self.next_account_id.max(account.spec.id.0 + 1);
-        Ok(())
-    }
-
-    /// Re-applies a stored journal entry; entries must come in `seq` order.
-    pub fn restore_transfer(
-        &mut self,
-        entry: &Transfer,
-        fingerprint: u64,
-    ) -> Result<(), ReplayError> {
-        self.ledger.replay_transfer(entry, fingerprint)
-    }
-
-    /// Restores a channel; channels must come in creation order.
-    pub fn restore_channel(&mut self, channel: Channel) {
-        self.insert_channel(channel);
-    }
-
-    /// Restores a merchant; merchants must come in creation order.
-    pub fn restore_merchant(&mut self, merchant: Merchant) {
-        self.insert_merchant(merchant);
-    }
-
-    /// Restores a payment's place in the trade index; payments must come in id order, after
-    /// their channels and merchants.
-    pub fn restore_payment(&mut self, payment: &Payment) -> Result<(), DomainError> {
-        let channel_index = *self
-            .channel_index
-            .get(payment.channel_id.as_str())
-            .ok_or(DomainError::UnknownChannel)?;
-        let merchant_index = *self
-            .merchant_index
-            .get(payment.merchant_id.as_str())
-            .ok_or(DomainError::UnknownMerchant)?;
-        let new = NewPayment {
-            channel_id: payment.channel_id.clone(),
-            merchant_id: payment.merchant_id.clone(),
-            channel_trade_no: payment.channel_trade_no.clone(),
-            merchant_order_no: payment.merchant_order_no.clone(),
-            amount: payment.amount,
-            currency: payment.currency,
-            paid_at: payment.paid_at,
+        if !self
+            .platform_accounts
+            .iter()
+            .any(|p| p.currency == account.currency)
+        {
+            let none = AccountId(0);
+            self.platform_accounts.push(PlatformAccounts {
+                currency: account.currency,
+                fee_income: none,
+                channel_cost: none,
+                cash: none,
+                payouts_in_flight: none,
+                advances_outstanding: none,
+                channel_discrepancy: none,
+            });
+        }
+        let Some(slot) = self
+            .platform_accounts
+            .iter_mut()
+            .find(|p| p.currency == account.currency)
+        else {
+            return;
         };
-        self.trades[channel_index as usize].insert(
-            payment.channel_trade_no.as_str().into(),
-            TradeEntry {
-                payment: payment.id,
-                content: payment_content(merchant_index, &new),
-                merchant_fee: payment.merchant_fee,
-                channel_cost: payment.channel_cost,
-                created_at: payment.created_at,
-                merchant_prev_id: payment.merchant_prev_id,
-            },
-        );
-        self.merchant_last_payment[merchant_index as usize] = Some(payment.id);
-        self.next_payment_id = self.next_payment_id.max(payment.id.0 + 1);
-        Ok(())
+        let field = match account.code {
+            code::FEE_INCOME => &mut slot.fee_income,
+            code::CHANNEL_COST => &mut slot.channel_cost,
+            code::CASH => &mut slot.cash,
+            code::PAYOUTS_IN_FLIGHT => &mut slot.payouts_in_flight,
+            code::ADVANCES_OUTSTANDING => &mut slot.advances_outstanding,
+            _ => &mut slot.channel_discrepancy,
+        };
+        *field = account.id;
+    }
+
+    pub(crate) fn merchant_index_of(&self, id: &str) -> Result<u32, DomainError> {
+        self.merchant_index
+            .get(id)
+            .copied()
+            .ok_or(DomainError::UnknownMerchant)
+    }
+
+    /// Runs one piece of scheduled work (a cutoff or a settlement run).
+    fn run_scheduled(&mut self, now: Timestamp, work: ScheduledWork) {
+        let merchant = self.merchants[work.merchant as usize].clone();
+        self.settlements.reschedule_after(&work, &merchant);
+        if work.is_cutoff {
+            self.settlements.seal_lots(work.merchant, work.at, &merchant);
+        } else {
+            self.settlement_run(now, work.merchant, work.at);
+        }
     }
 }
 

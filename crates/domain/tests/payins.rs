@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use domain::{
-    Command, DomainError, FeeSchedule, NewChannel, NewMerchant, NewPayment, Outcome, Platform,
+    Command, Cycle, DomainError, FeeSchedule, MerchantTerms, NewChannel, NewMerchant, NewPayment,
+    Outcome, Platform,
 };
 use ledger::{AccountId, Amount, Currency, Timestamp};
 use proptest::prelude::*;
@@ -27,12 +28,13 @@ fn platform() -> Platform {
             name: "Channel one".into(),
             currency: Currency::CNY,
             cost: rate(2_500),
+            settlement_cycle: Cycle::T1,
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),
             name: "Merchant one".into(),
             currency: Currency::CNY,
-            fee: rate(3_800),
+            terms: MerchantTerms::with_fee(rate(3_800)),
         }),
     ];
     for command in &commands {
@@ -78,7 +80,7 @@ fn worked_example_numbers() {
     assert_eq!(balance(&p, channel), 997_500);
     assert_eq!(balance(&p, platform.fee_income), 3_800);
     assert_eq!(balance(&p, platform.channel_cost), 2_500);
-    assert_eq!(p.merchant_balances("M1").unwrap().pending.minor(), 996_200);
+    assert_eq!(p.merchant_balances("M1", NOW).unwrap().pending.minor(), 996_200);
     assert!(p.ledger().trial_balance().iter().all(|l| l.balanced()));
 }
 
@@ -136,7 +138,7 @@ fn creating_a_party_twice_is_idempotent_but_conflicting_content_is_refused() {
         id: "M1".into(),
         name: "Merchant one".into(),
         currency: Currency::CNY,
-        fee: rate(3_800),
+        terms: MerchantTerms::with_fee(rate(3_800)),
     });
     assert!(matches!(
         p.apply(NOW, &same),
@@ -146,7 +148,7 @@ fn creating_a_party_twice_is_idempotent_but_conflicting_content_is_refused() {
         id: "M1".into(),
         name: "Merchant one".into(),
         currency: Currency::CNY,
-        fee: rate(3_000),
+        terms: MerchantTerms::with_fee(rate(3_000)),
     });
     assert_eq!(
         p.apply(NOW, &different),
@@ -164,6 +166,7 @@ fn a_fee_that_eats_the_whole_amount_is_refused() {
             name: "c".into(),
             currency: Currency::CNY,
             cost: rate(0),
+            settlement_cycle: Cycle::T1,
         }),
     )
     .unwrap();
@@ -173,10 +176,13 @@ fn a_fee_that_eats_the_whole_amount_is_refused() {
             id: "M1".into(),
             name: "m".into(),
             currency: Currency::CNY,
-            fee: FeeSchedule {
-                rate_ppm: 0,
-                min: Amount::from_minor(100),
-                max: Amount::ZERO,
+            terms: MerchantTerms {
+                allow_below_cost: true,
+                ..MerchantTerms::with_fee(FeeSchedule {
+                    rate_ppm: 0,
+                    min: Amount::from_minor(100),
+                    max: Amount::ZERO,
+                })
             },
         }),
     )
@@ -208,7 +214,7 @@ proptest! {
             }
             prop_assert!(p.ledger().trial_balance().iter().all(|l| l.balanced()));
         }
-        prop_assert_eq!(p.merchant_balances("M1").unwrap().pending.minor(), claims);
+        prop_assert_eq!(p.merchant_balances("M1", NOW).unwrap().pending.minor(), claims);
         let receivable = p.channel("C1").unwrap().receivable_account;
         prop_assert_eq!(balance(&p, receivable), expected_from_channel);
     }
