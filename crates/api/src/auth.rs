@@ -18,15 +18,19 @@ pub enum Scope {
     ChannelsWrite,
     MerchantsWrite,
     PaymentsWrite,
+    PayoutsWrite,
+    SettlementsWrite,
     Read,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Admin,
         Scope::ChannelsWrite,
         Scope::MerchantsWrite,
         Scope::PaymentsWrite,
+        Scope::PayoutsWrite,
+        Scope::SettlementsWrite,
         Scope::Read,
     ];
 
@@ -36,6 +40,8 @@ impl Scope {
             Scope::ChannelsWrite => "channels:write",
             Scope::MerchantsWrite => "merchants:write",
             Scope::PaymentsWrite => "payments:write",
+            Scope::PayoutsWrite => "payouts:write",
+            Scope::SettlementsWrite => "settlements:write",
             Scope::Read => "read",
         }
     }

@@ -82,6 +82,8 @@ pub struct CreateChannel {
     pub name: String,
     pub currency: String,
     pub cost: FeeScheduleIn,
+    /// When the channel pays the platform: T1 (default), D1, T0 or D0.
+    pub settlement_cycle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +93,28 @@ pub struct CreateMerchant {
     pub name: String,
     pub currency: String,
     pub fee: FeeScheduleIn,
+    pub allow_below_cost: Option<bool>,
+    pub settlement: Option<crate::dto_settlement::SettlementIn>,
+    pub advance: Option<crate::dto_settlement::AdvanceIn>,
+    pub reserve_ratio_ppm: Option<u32>,
+    pub bank_account: Option<crate::dto_settlement::BankAccountDto>,
+    pub calendar: Option<String>,
+}
+
+impl CreateMerchant {
+    /// The merchant's first terms.
+    pub fn terms(self) -> crate::dto_settlement::TermsIn {
+        crate::dto_settlement::TermsIn {
+            fee: self.fee,
+            allow_below_cost: self.allow_below_cost,
+            settlement: self.settlement,
+            advance: self.advance,
+            reserve_ratio_ppm: self.reserve_ratio_ppm,
+            bank_account: self.bank_account,
+            calendar: self.calendar,
+            effective_from: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +180,7 @@ pub struct ChannelOut {
     pub name: String,
     pub currency: String,
     pub cost: FeeScheduleOut,
+    pub settlement_cycle: &'static str,
     pub receivable_account_id: u64,
     pub created_at: String,
 }
@@ -167,6 +192,7 @@ impl From<&Channel> for ChannelOut {
             name: c.name.clone(),
             currency: c.currency.to_string(),
             cost: (&c.cost).into(),
+            settlement_cycle: c.settlement_cycle.as_str(),
             receivable_account_id: c.receivable_account.0,
             created_at: format_timestamp(c.created_at),
         }
@@ -188,6 +214,9 @@ pub struct MerchantOut {
     pub name: String,
     pub currency: String,
     pub fee: FeeScheduleOut,
+    /// The terms version newest in force or scheduled.
+    pub terms: crate::dto_settlement::TermsOut,
+    pub terms_versions: usize,
     pub account_ids: MerchantAccountsOut,
     pub created_at: String,
 }
@@ -199,7 +228,9 @@ impl From<&Merchant> for MerchantOut {
             id: m.id.clone(),
             name: m.name.clone(),
             currency: m.currency.to_string(),
-            fee: (&m.fee).into(),
+            fee: (&m.latest_terms().fee).into(),
+            terms: m.latest_terms().into(),
+            terms_versions: m.terms.len(),
             account_ids: MerchantAccountsOut {
                 pending: a.pending.0,
                 available: a.available.0,
@@ -256,6 +287,8 @@ pub struct BalancesOut {
     pub frozen: i64,
     pub advanced: i64,
     pub debt: i64,
+    /// The largest advance possible right now; its fees come on top, from the claims.
+    pub advance_available: i64,
 }
 
 impl BalancesOut {
@@ -268,6 +301,7 @@ impl BalancesOut {
             frozen: b.frozen.minor(),
             advanced: b.advanced.minor(),
             debt: b.debt.minor(),
+            advance_available: b.advance_available.minor(),
         }
     }
 }

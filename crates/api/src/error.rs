@@ -40,10 +40,27 @@ pub enum ErrorCode {
     Overloaded,
     Unavailable,
     Internal,
+    InvalidTerms,
+    FunderConflict,
+    UnknownCalendar,
+    CalendarYearMissing,
+    InvalidCalendar,
+    FeeBelowFloor,
+    PayoutRequestConflict,
+    SettlementConflict,
+    NoBankAccount,
+    InsufficientFunds,
+    AdvanceNotEnabled,
+    AdvanceLimitExceeded,
+    NoFunderRoom,
+    AdvanceFeeBelowCostOfFunds,
+    NothingToFund,
+    PayoutStateConflict,
+    ClockBackwards,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 47] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -74,12 +91,114 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::InvalidTerms,
+        ErrorCode::FunderConflict,
+        ErrorCode::UnknownCalendar,
+        ErrorCode::CalendarYearMissing,
+        ErrorCode::InvalidCalendar,
+        ErrorCode::FeeBelowFloor,
+        ErrorCode::PayoutRequestConflict,
+        ErrorCode::SettlementConflict,
+        ErrorCode::NoBankAccount,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::AdvanceNotEnabled,
+        ErrorCode::AdvanceLimitExceeded,
+        ErrorCode::NoFunderRoom,
+        ErrorCode::AdvanceFeeBelowCostOfFunds,
+        ErrorCode::NothingToFund,
+        ErrorCode::PayoutStateConflict,
+        ErrorCode::ClockBackwards,
     ];
 
     /// (machine code, HTTP status, default message)
     pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
         use StatusCode as S;
         match self {
+            ErrorCode::InvalidTerms => (
+                "invalid_terms",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant terms are not valid.",
+            ),
+            ErrorCode::FunderConflict => (
+                "funder_conflict",
+                S::CONFLICT,
+                "A funder with this id exists with different content.",
+            ),
+            ErrorCode::UnknownCalendar => (
+                "unknown_calendar",
+                S::UNPROCESSABLE_ENTITY,
+                "No calendar has this id.",
+            ),
+            ErrorCode::CalendarYearMissing => (
+                "calendar_year_missing",
+                S::UNPROCESSABLE_ENTITY,
+                "The business calendar has no data for the year needed.",
+            ),
+            ErrorCode::InvalidCalendar => (
+                "invalid_calendar",
+                S::UNPROCESSABLE_ENTITY,
+                "The calendar data is not valid.",
+            ),
+            ErrorCode::FeeBelowFloor => (
+                "fee_below_floor",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant fee is below the channel's cost and the merchant's terms do not allow it.",
+            ),
+            ErrorCode::PayoutRequestConflict => (
+                "payout_request_conflict",
+                S::CONFLICT,
+                "This payout request id was used with different content.",
+            ),
+            ErrorCode::SettlementConflict => (
+                "settlement_conflict",
+                S::CONFLICT,
+                "This bank reference was reported with different content.",
+            ),
+            ErrorCode::NoBankAccount => (
+                "no_bank_account",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant has no bank account for payouts.",
+            ),
+            ErrorCode::InsufficientFunds => (
+                "insufficient_funds",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant's claims do not cover the amount plus every fee.",
+            ),
+            ErrorCode::AdvanceNotEnabled => (
+                "advance_not_enabled",
+                S::UNPROCESSABLE_ENTITY,
+                "The merchant's terms do not allow advances.",
+            ),
+            ErrorCode::AdvanceLimitExceeded => (
+                "advance_limit_exceeded",
+                S::UNPROCESSABLE_ENTITY,
+                "An advance limit would be exceeded.",
+            ),
+            ErrorCode::NoFunderRoom => (
+                "no_funder_room",
+                S::UNPROCESSABLE_ENTITY,
+                "No funder has room for this advance.",
+            ),
+            ErrorCode::AdvanceFeeBelowCostOfFunds => (
+                "advance_fee_below_cost_of_funds",
+                S::UNPROCESSABLE_ENTITY,
+                "The advance fee is below the cost of the funder's money.",
+            ),
+            ErrorCode::NothingToFund => (
+                "nothing_to_fund",
+                S::UNPROCESSABLE_ENTITY,
+                "No sealed, unfunded lots of this channel and business date.",
+            ),
+            ErrorCode::PayoutStateConflict => (
+                "payout_state_conflict",
+                S::CONFLICT,
+                "The payout's status does not allow this.",
+            ),
+            ErrorCode::ClockBackwards => (
+                "clock_backwards",
+                S::CONFLICT,
+                "The test clock only moves forward.",
+            ),
             ErrorCode::MalformedJson => (
                 "malformed_json",
                 S::BAD_REQUEST,
@@ -301,15 +420,60 @@ impl From<DomainError> for ApiError {
                 };
                 return ApiError::with_message(ErrorCode::InvalidFeeSchedule, message);
             }
+            DomainError::InvalidTerms(detail) => {
+                return ApiError::with_message(
+                    ErrorCode::InvalidTerms,
+                    format!("Invalid terms: {detail:?}."),
+                );
+            }
             DomainError::ChannelExistsWithDifferentContent => ErrorCode::ChannelConflict,
             DomainError::MerchantExistsWithDifferentContent => ErrorCode::MerchantConflict,
+            DomainError::FunderExistsWithDifferentContent => ErrorCode::FunderConflict,
             DomainError::UnknownChannel => ErrorCode::UnknownChannel,
             DomainError::UnknownMerchant => ErrorCode::UnknownMerchant,
+            DomainError::UnknownFunder => ErrorCode::NotFound,
+            DomainError::UnknownPayout => ErrorCode::NotFound,
+            DomainError::UnknownCalendar(id) => {
+                return ApiError::with_message(
+                    ErrorCode::UnknownCalendar,
+                    format!("No calendar {id:?} is loaded."),
+                );
+            }
+            DomainError::CalendarYearMissing { calendar, year } => {
+                return ApiError::with_message(
+                    ErrorCode::CalendarYearMissing,
+                    format!("Calendar {calendar:?} has no data for {year}; load it first."),
+                );
+            }
+            DomainError::InvalidCalendar(message) => {
+                return ApiError::with_message(ErrorCode::InvalidCalendar, message);
+            }
             DomainError::CurrencyMismatch => ErrorCode::CurrencyMismatch,
             DomainError::AmountMustBePositive => ErrorCode::AmountMustBePositive,
             DomainError::AmountTooLarge => ErrorCode::AmountTooLarge,
             DomainError::FeeNotBelowAmount => ErrorCode::FeeNotBelowAmount,
+            DomainError::FeeBelowFloor => ErrorCode::FeeBelowFloor,
             DomainError::DuplicateTradeWithDifferentContent => ErrorCode::TradeNoConflict,
+            DomainError::PayoutRequestConflict => ErrorCode::PayoutRequestConflict,
+            DomainError::SettlementConflict => ErrorCode::SettlementConflict,
+            DomainError::NoBankAccount => ErrorCode::NoBankAccount,
+            DomainError::InsufficientFunds => ErrorCode::InsufficientFunds,
+            DomainError::AdvanceNotEnabled => ErrorCode::AdvanceNotEnabled,
+            DomainError::AdvanceLimitExceeded(which) => {
+                return ApiError::with_message(
+                    ErrorCode::AdvanceLimitExceeded,
+                    format!("The advance would exceed {which}."),
+                );
+            }
+            DomainError::NoFunderRoom => ErrorCode::NoFunderRoom,
+            DomainError::AdvanceFeeBelowCostOfFunds => ErrorCode::AdvanceFeeBelowCostOfFunds,
+            DomainError::NothingToFund => ErrorCode::NothingToFund,
+            DomainError::PayoutStateConflict { status } => {
+                return ApiError::with_message(
+                    ErrorCode::PayoutStateConflict,
+                    format!("The payout is {status}."),
+                );
+            }
             DomainError::Ledger(refusal) => {
                 return ApiError::with_message(
                     ErrorCode::LedgerRefused,

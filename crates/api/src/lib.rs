@@ -12,9 +12,11 @@
 
 pub mod auth;
 mod dto;
+mod dto_settlement;
 pub mod error;
 pub mod openapi;
 mod routes;
+mod routes_settlement;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +49,10 @@ pub struct AppState {
     pub engine: Engine,
     pub reader: Arc<dyn StoreRead>,
     pub auth: Authenticator,
+    /// The clock the engine uses.
+    pub clock: Arc<dyn engine::Clock>,
+    /// Set when the server runs with `--sandbox`: the clock moves only when told.
+    pub test_clock: Option<Arc<engine::TestClock>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,11 +64,18 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, reader: Arc<dyn StoreRead>) -> AppState {
+    pub fn new(
+        engine: Engine,
+        reader: Arc<dyn StoreRead>,
+        clock: Arc<dyn engine::Clock>,
+        test_clock: Option<Arc<engine::TestClock>>,
+    ) -> AppState {
         AppState {
             auth: Authenticator::new(Arc::clone(&reader)),
             engine,
             reader,
+            clock,
+            test_clock,
         }
     }
 }

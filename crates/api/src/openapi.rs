@@ -127,7 +127,8 @@ fn schemas() -> Value {
                 "id": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$" },
                 "name": { "type": "string", "minLength": 1, "maxLength": 128 },
                 "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
-                "cost": schema_ref("FeeSchedule")
+                "cost": schema_ref("FeeSchedule"),
+                "settlement_cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"], "description": "When the channel pays the platform (default T1)." }
             }
         },
         "Channel": {
@@ -136,6 +137,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": { "type": "string" }, "name": { "type": "string" },
                 "currency": { "type": "string" }, "cost": schema_ref("FeeSchedule"),
+                "settlement_cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"] },
                 "receivable_account_id": { "type": "integer", "format": "int64" },
                 "created_at": timestamp("When it was created.")
             }
@@ -143,11 +145,18 @@ fn schemas() -> Value {
         "CreateMerchant": {
             "type": "object", "additionalProperties": false,
             "required": ["id", "name", "currency", "fee"],
+            "description": "A merchant with its first terms (the fields of Terms except effective_from).",
             "properties": {
                 "id": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$" },
                 "name": { "type": "string", "minLength": 1, "maxLength": 128 },
                 "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
-                "fee": schema_ref("FeeSchedule")
+                "fee": schema_ref("FeeSchedule"),
+                "allow_below_cost": { "type": "boolean" },
+                "settlement": { "$ref": "#/components/schemas/Terms/properties/settlement" },
+                "advance": { "$ref": "#/components/schemas/Terms/properties/advance" },
+                "reserve_ratio_ppm": { "type": "integer" },
+                "bank_account": { "$ref": "#/components/schemas/Terms/properties/bank_account" },
+                "calendar": { "type": "string" }
             }
         },
         "Merchant": {
@@ -156,6 +165,8 @@ fn schemas() -> Value {
             "properties": {
                 "id": { "type": "string" }, "name": { "type": "string" },
                 "currency": { "type": "string" }, "fee": schema_ref("FeeSchedule"),
+                "terms": schema_ref("Terms"),
+                "terms_versions": { "type": "integer" },
                 "account_ids": {
                     "type": "object",
                     "properties": {
@@ -176,7 +187,8 @@ fn schemas() -> Value {
                 "available": amount("Funded claims not yet paid out."),
                 "frozen": amount("Claims held by risk holds or the reserve."),
                 "advanced": amount("Paid out ahead of funding."),
-                "debt": amount("Owed to the platform after reversals.")
+                "debt": amount("Owed to the platform after reversals."),
+                "advance_available": amount("The largest advance possible now; its fees come on top, from the claims.")
             }
         },
         "CreatePayment": {
@@ -263,9 +275,108 @@ fn schemas() -> Value {
                 "balanced": { "type": "boolean" }
             }
         },
+        "Terms": {
+            "type": "object", "additionalProperties": false, "required": ["fee"],
+            "description": "Merchant terms. POST /v1/merchants takes the same fields beside id, name and currency.",
+            "properties": {
+                "fee": schema_ref("FeeSchedule"),
+                "allow_below_cost": { "type": "boolean", "description": "Allow a fee below the channel's cost (floor price); such pay-ins are counted on their lots." },
+                "settlement": { "type": "object", "additionalProperties": false, "properties": {
+                    "cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"], "description": "Default T1." },
+                    "cutoff": { "type": "string", "example": "01:00", "description": "End of the business day, Asia/Shanghai (default 01:00)." },
+                    "run_at": { "type": "array", "items": { "type": "string", "example": "05:00" }, "description": "Settlement run times (default [05:00])." },
+                    "settle_before_funds": { "type": "boolean", "description": "May a run pay unfunded due lots (as an advance)? Default false." },
+                    "payout_fee": amount("Fixed fee per settlement or withdrawal payout.")
+                }},
+                "advance": { "type": "object", "additionalProperties": false, "properties": {
+                    "enabled": { "type": "boolean" },
+                    "rate_ppm": { "type": "integer" },
+                    "rate_ppm_per_day": { "type": "integer", "description": "Added per natural day until the channel's money is expected." },
+                    "fixed_fee": amount("Per advance payout."),
+                    "max_ratio_ppm": { "type": "integer", "description": "Largest share of unfunded claims that may be drawn (0: all)." },
+                    "limit_per_payout": amount("0: none."),
+                    "limit_daily": amount("Claims drawn per local day (0: none)."),
+                    "limit_outstanding": amount("Claims drawn and not yet funded (0: none)."),
+                    "allow_below_cost_of_funds": { "type": "boolean" }
+                }},
+                "reserve_ratio_ppm": { "type": "integer" },
+                "bank_account": { "type": "object", "properties": { "holder": { "type": "string" }, "number": { "type": "string" }, "bank": { "type": "string" } } },
+                "calendar": { "type": "string", "description": "Business calendar for T cycles (default cn)." },
+                "effective_from": timestamp("When this version takes effect (default now).")
+            }
+        },
+        "Lot": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer" }, "channel_id": { "type": "string" },
+                "business_date": { "type": "string", "format": "date" },
+                "cycle": { "type": "string" },
+                "state": { "type": "string", "enum": ["open", "sealed", "funded"] },
+                "claims": amount(""), "expected_from_channel": amount(""), "drawn": amount("By advances, before funding."),
+                "paid": amount("After funding."), "remaining": amount(""), "below_floor_payins": { "type": "integer" },
+                "funded_at": { "type": ["string", "null"] }
+            }
+        },
+        "CalendarYear": {
+            "type": "object", "additionalProperties": false, "required": ["holidays", "workdays", "source"],
+            "properties": {
+                "holidays": { "type": "array", "items": { "type": "string", "format": "date" } },
+                "workdays": { "type": "array", "items": { "type": "string", "format": "date" }, "description": "Weekend days that are working days (调休)." },
+                "source": { "type": "string" }
+            }
+        },
+        "CreateFunder": {
+            "type": "object", "additionalProperties": false, "required": ["id", "name", "kind", "line", "limit"],
+            "properties": {
+                "id": { "type": "string" }, "name": { "type": "string" },
+                "kind": { "type": "string", "enum": ["position", "credit_line"] },
+                "line": { "type": "string", "enum": ["intraday", "overnight"], "description": "An intraday line funds only advances whose money is expected the same day." },
+                "limit": amount("Most claims it funds at once."),
+                "reset_at": { "type": "string", "example": "00:00" },
+                "cost_rate_ppm_per_day": { "type": "integer" },
+                "priority": { "type": "integer", "description": "Lower goes first (default 100)." }
+            }
+        },
+        "Funder": { "type": "object", "properties": {
+            "id": { "type": "string" }, "name": { "type": "string" }, "kind": { "type": "string" }, "line": { "type": "string" },
+            "limit": amount(""), "used": amount(""), "available": amount(""), "reset_at": { "type": "string" },
+            "cost_rate_ppm_per_day": { "type": "integer" }, "priority": { "type": "integer" }, "created_at": timestamp("")
+        }},
+        "CreatePayout": {
+            "type": "object", "additionalProperties": false, "required": ["merchant_id", "amount", "kind"],
+            "properties": {
+                "merchant_id": { "type": "string" },
+                "amount": amount("What reaches the bank account; fees come on top, from the claims."),
+                "kind": { "type": "string", "enum": ["withdrawal", "advance"] },
+                "request_id": { "type": "string", "description": "Makes retries return the first payout (default: the Idempotency-Key)." }
+            }
+        },
+        "Payout": { "type": "object", "properties": {
+            "id": { "type": "string", "example": "po_1" }, "request_id": { "type": ["string", "null"] },
+            "merchant_id": { "type": "string" }, "kind": { "type": "string", "enum": ["withdrawal", "advance", "settlement"] },
+            "amount": amount("What reaches the bank account."), "fee": amount("Every fee it bore."),
+            "status": { "type": "string", "enum": ["created", "sent", "succeeded", "failed", "unknown"] },
+            "funded": { "type": "boolean" }, "funder_id": { "type": ["string", "null"] }, "days_to_funds": { "type": "integer" },
+            "bank_account": { "type": "object" }, "draws": { "type": "array", "items": { "type": "object" } },
+            "created_at": timestamp(""), "updated_at": timestamp("")
+        }},
+        "ResolvePayout": { "type": "object", "additionalProperties": false, "required": ["result"], "properties": { "result": { "type": "string", "enum": ["succeeded", "failed", "unknown"] } } },
+        "CreateChannelSettlement": {
+            "type": "object", "additionalProperties": false, "required": ["channel_id", "business_date", "amount", "bank_reference"],
+            "properties": {
+                "channel_id": { "type": "string" }, "business_date": { "type": "string", "format": "date" },
+                "amount": amount("What arrived."), "bank_reference": { "type": "string" }
+            }
+        },
+        "ChannelSettlement": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "channel_id": { "type": "string" }, "business_date": { "type": "string" },
+            "amount": amount(""), "expected": amount(""), "discrepancy": amount("amount − expected."),
+            "bank_reference": { "type": "string" }, "lots": { "type": "integer" }, "created_at": timestamp("")
+        }},
+        "AdvanceClock": { "type": "object", "additionalProperties": false, "required": ["to"], "properties": { "to": timestamp("The new time.") } },
         "CreateApiKey": {
             "type": "object", "additionalProperties": false, "required": ["scopes"],
-            "properties": { "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "channels:write", "merchants:write", "payments:write", "read"] } } }
+            "properties": { "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "channels:write", "merchants:write", "payments:write", "payouts:write", "settlements:write", "read"] } } }
         },
         "ApiKey": {
             "type": "object",
@@ -346,7 +457,37 @@ pub fn document() -> Value {
                 json!({ "name": "account_id", "in": "query", "required": true, "schema": { "type": "integer" } }),
                 cursor(), limit()
             ], list("Transfer")) },
-            "/v1/ledger/trial-balance": { "get": get_op("Totals per currency; balanced is true when debits equal credits.", vec![], response("The trial balance.", schema_ref("TrialBalance"))) }
+            "/v1/ledger/trial-balance": { "get": get_op("Totals per currency; balanced is true when debits equal credits.", vec![], response("The trial balance.", schema_ref("TrialBalance"))) },
+            "/v1/merchants/{id}/terms": { "post": post("Add a terms version; it takes effect at effective_from (default now). Pay-ins are governed by the version in force when they are recorded.", "merchants:write", "Terms", json!({ "200": response("The merchant with its new terms.", schema_ref("Merchant")) }), &[]) },
+            "/v1/merchants/{id}/lots": { "get": get_op("A merchant's lots: claims by channel and business date, with what was drawn and paid.", vec![path_param("id", "Merchant id.")], response("Lots, oldest first.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("Lot") } } }))) },
+            "/v1/calendars/{id}": { "get": get_op("A business calendar with every loaded year.", vec![path_param("id", "Calendar id, e.g. cn.")], response("The calendar.", json!({ "type": "object" }))) },
+            "/v1/calendars/{id}/years/{year}": { "post": post("Load or replace one year of holidays and make-up working days.", "admin", "CalendarYear", json!({ "200": response("Loaded.", json!({ "type": "object" })) }), &[]) },
+            "/v1/funders": {
+                "post": post("Create a funder: the platform's position or a partner's credit line.", "admin", "CreateFunder", json!({ "201": response("Created.", schema_ref("Funder")), "200": response("Already existed with this content.", schema_ref("Funder")) }), &[]),
+                "get": get_op("Funders with their limits and use.", vec![], response("Funders.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("Funder") } } })))
+            },
+            "/v1/payouts": {
+                "post": post("Request a withdrawal (funded claims) or an advance (unfunded claims, 垫资). The claims drawn cover the amount plus every fee, at once.", "payouts:write", "CreatePayout", json!({ "201": response("Created.", schema_ref("Payout")), "200": response("This request id was used before with the same content.", schema_ref("Payout")) }), &[]),
+                "get": get_op("Payouts, newest first.", vec![
+                    query_param("merchant_id", "Only this merchant's payouts.", json!({ "type": "string" })),
+                    query_param("status", "created, sent, succeeded, failed or unknown.", json!({ "type": "string" })),
+                    limit()
+                ], response("Payouts.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("Payout") } } })))
+            },
+            "/v1/payouts/quote": { "get": get_op("The fee a payout would bear if requested now.", vec![
+                json!({ "name": "merchant_id", "in": "query", "required": true, "schema": { "type": "string" } }),
+                json!({ "name": "amount", "in": "query", "required": true, "schema": { "type": "integer" } }),
+                json!({ "name": "kind", "in": "query", "required": true, "schema": { "type": "string", "enum": ["withdrawal", "advance"] } })
+            ], response("The quote.", json!({ "type": "object", "properties": { "amount": { "type": "integer" }, "fee": { "type": "integer" }, "claims_drawn": { "type": "integer" }, "days_to_funds": { "type": "integer" } } }))) },
+            "/v1/payouts/{id}": { "get": get_op("One payout.", vec![path_param("id", "Payout id, po_N.")], response("The payout.", schema_ref("Payout"))) },
+            "/v1/payouts/{id}/resolve": { "post": post("An operator or reconciliation resolves a payout: succeeded, failed (claims return to the merchant) or unknown. Final statuses never change.", "admin", "ResolvePayout", json!({ "200": response("The payout.", schema_ref("Payout")) }), &[]) },
+            "/v1/channel-settlements": {
+                "post": post("A channel's money for a business date arrived: its sealed lots become funded, claims become available, advances on them are repaid. A short or excess amount is recorded as a discrepancy.", "settlements:write", "CreateChannelSettlement", json!({ "201": response("Recorded.", schema_ref("ChannelSettlement")), "200": response("This bank reference was recorded before with the same content.", schema_ref("ChannelSettlement")) }), &[]),
+                "get": get_op("Channel settlements, newest first.", vec![], response("Settlements.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("ChannelSettlement") } } })))
+            },
+            "/v1/reports/exposure": { "get": get_op("Platform exposure now: advances whose channel money has not arrived, by merchant and by funder.", vec![], response("The report.", json!({ "type": "object" }))) },
+            "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
+            "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }
         }
     })
 }

@@ -26,10 +26,10 @@ use crate::{
     PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, json_response,
 };
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The caller of a request, if its API key is valid and holds `scope`.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     scope: Scope,
@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/accounts/{id}", get(get_account))
         .route("/v1/ledger/transfers", get(list_transfers))
         .route("/v1/ledger/trial-balance", get(trial_balance))
+        .merge(crate::routes_settlement::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -72,7 +73,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed)
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => json_response(status.as_u16(), body),
         Err(error) => ApiError::internal(error).into_response(),
@@ -80,7 +81,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 }
 
 /// Reads the body, refusing more than `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::with_message(
             ErrorCode::PayloadTooLarge,
@@ -90,7 +91,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Parses JSON, telling malformed JSON apart from JSON of the wrong shape.
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| {
         if error.is_syntax() || error.is_eof() {
             ApiError::with_message(
@@ -106,14 +107,14 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     extracted.map(|Query(q)| q).map_err(|rejection| {
         ApiError::with_message(ErrorCode::InvalidRequest, rejection.body_text())
     })
 }
 
 /// Runs `read` on the storage reader off the async workers.
-async fn read_store<T: Send + 'static>(
+pub(crate) async fn read_store<T: Send + 'static>(
     state: &AppState,
     read: impl FnOnce(&dyn store::StoreRead) -> store::StoreResult<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -127,7 +128,7 @@ async fn read_store<T: Send + 'static>(
 /// Turns command results into the stored and returned response. It must be a pure function of
 /// the results: it runs once on the sequencer (to store the response with an idempotency key)
 /// and once in the handler.
-type Render = fn(&[CommandResult]) -> (u16, Vec<u8>);
+pub(crate) type Render = fn(&[CommandResult]) -> (u16, Vec<u8>);
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
@@ -155,7 +156,7 @@ fn replayed(status: u16, body: Vec<u8>) -> Response {
 
 /// Submits commands and renders their results, honouring `Idempotency-Key`: the same key with
 /// the same request answers the first response again; with another request, 409.
-async fn execute(
+pub(crate) async fn execute(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
@@ -217,22 +218,22 @@ async fn stored_response(
     Ok(Some(replayed(record.status, record.body)))
 }
 
-fn single(results: &[CommandResult]) -> Result<&Outcome, ApiError> {
+pub(crate) fn single(results: &[CommandResult]) -> Result<&Outcome, ApiError> {
     match results {
         [Ok(outcome)] => Ok(outcome),
-        [Err(error)] => Err(ApiError::from(*error)),
+        [Err(error)] => Err(ApiError::from(error.clone())),
         _ => Err(ApiError::internal("one command, not one result")),
     }
 }
 
-fn to_parts<T: serde::Serialize>(status: StatusCode, value: &T) -> (u16, Vec<u8>) {
+pub(crate) fn to_parts<T: serde::Serialize>(status: StatusCode, value: &T) -> (u16, Vec<u8>) {
     match serde_json::to_vec(value) {
         Ok(body) => (status.as_u16(), body),
         Err(error) => ApiError::internal(error).to_parts(),
     }
 }
 
-fn created_or_ok(created: bool) -> StatusCode {
+pub(crate) fn created_or_ok(created: bool) -> StatusCode {
     if created {
         StatusCode::CREATED
     } else {
@@ -265,7 +266,7 @@ fn payment_outcome(result: &CommandResult) -> Result<(StatusCode, &Payment), Api
         Ok(Outcome::PaymentRecorded(payment)) => Ok((StatusCode::CREATED, payment)),
         Ok(Outcome::PaymentExists(payment)) => Ok((StatusCode::OK, payment)),
         Ok(_) => Err(ApiError::internal("unexpected outcome")),
-        Err(error) => Err(ApiError::from(*error)),
+        Err(error) => Err(ApiError::from(error.clone())),
     }
 }
 
@@ -381,6 +382,10 @@ async fn create_channel(
         name: request.name,
         currency: dto::currency(&request.currency)?,
         cost: request.cost.to_domain("cost")?,
+        settlement_cycle: request
+            .settlement_cycle
+            .as_deref()
+            .map_or(Ok(domain::Cycle::T1), crate::dto_settlement::cycle)?,
     });
     let line = format!("{} {}", Method::POST, uri.path());
     execute(
@@ -404,11 +409,16 @@ async fn create_merchant(
     let caller = authorize(&state, &headers, Scope::MerchantsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: dto::CreateMerchant = parse(&body)?;
+    let (id, name, currency) = (
+        request.id.clone(),
+        request.name.clone(),
+        request.currency.clone(),
+    );
     let command = Command::CreateMerchant(NewMerchant {
-        id: request.id,
-        name: request.name,
-        currency: dto::currency(&request.currency)?,
-        fee: request.fee.to_domain("fee")?,
+        id,
+        name,
+        currency: dto::currency(&currency)?,
+        terms: request.terms().to_domain()?,
     });
     let line = format!("{} {}", Method::POST, uri.path());
     execute(
@@ -430,7 +440,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(PAGE_LIMIT_DEFAULT),
         Some(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => Ok(n),
@@ -535,11 +545,12 @@ async fn merchant_balances(
     Path(id): Path<String>,
 ) -> ApiResult {
     authorize(&state, &headers, Scope::Read).await?;
+    let now = state.clock.now();
     let balances = state
         .engine
         .query(move |p| {
             let merchant = p.merchant(&id)?;
-            let balances = p.merchant_balances(&id)?;
+            let balances = p.merchant_balances(&id, now)?;
             Some(dto::BalancesOut::new(merchant, &balances))
         })
         .await?

@@ -154,7 +154,10 @@ pub struct CalendarYear {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CalendarError {
     /// No data was loaded for this year.
-    YearMissing { calendar: String, year: i32 },
+    YearMissing {
+        calendar: String,
+        year: i32,
+    },
     UnknownCalendar(String),
     /// A date in the data lies outside the year it was loaded for, or is listed twice.
     InvalidYear(String),
@@ -243,7 +246,13 @@ mod tests {
 
     #[test]
     fn dates_round_trip_and_know_their_weekday() {
-        for text in ["1970-01-01", "2000-02-29", "2026-02-15", "2026-12-31", "1969-12-31"] {
+        for text in [
+            "1970-01-01",
+            "2000-02-29",
+            "2026-02-15",
+            "2026-12-31",
+            "1969-12-31",
+        ] {
             assert_eq!(date(text).to_string(), text);
         }
         assert_eq!(date("1970-01-01").weekday(), 4);
@@ -258,7 +267,10 @@ mod tests {
         let half_past_midnight = date("2026-11-25").at_minute(30);
         assert_eq!(local_date(half_past_midnight), date("2026-11-25"));
         assert_eq!(business_date(half_past_midnight, 60), date("2026-11-24"));
-        assert_eq!(business_date(date("2026-11-25").at_minute(60), 60), date("2026-11-25"));
+        assert_eq!(
+            business_date(date("2026-11-25").at_minute(60), 60),
+            date("2026-11-25")
+        );
         assert_eq!(local_minute(date("2026-11-25").at_minute(125)), 125);
     }
 
@@ -267,10 +279,17 @@ mod tests {
         calendar
             .load_year(CalendarYear {
                 year: 2026,
-                holidays: ["2026-02-16", "2026-02-17", "2026-02-18", "2026-02-19", "2026-02-20", "2026-02-23"]
-                    .into_iter()
-                    .map(date)
-                    .collect(),
+                holidays: [
+                    "2026-02-16",
+                    "2026-02-17",
+                    "2026-02-18",
+                    "2026-02-19",
+                    "2026-02-20",
+                    "2026-02-23",
+                ]
+                .into_iter()
+                .map(date)
+                .collect(),
                 workdays: ["2026-02-14", "2026-02-28"].into_iter().map(date).collect(),
                 source: "test".into(),
             })
@@ -281,12 +300,30 @@ mod tests {
     #[test]
     fn make_up_days_and_holidays_change_business_days() {
         let cn = cn_2026();
-        assert_eq!(cn.is_business_day(date("2026-02-14")), Ok(true), "a make-up Saturday");
-        assert_eq!(cn.is_business_day(date("2026-02-16")), Ok(false), "Spring Festival");
-        assert_eq!(cn.is_business_day(date("2026-02-21")), Ok(false), "a plain Saturday");
+        assert_eq!(
+            cn.is_business_day(date("2026-02-14")),
+            Ok(true),
+            "a make-up Saturday"
+        );
+        assert_eq!(
+            cn.is_business_day(date("2026-02-16")),
+            Ok(false),
+            "Spring Festival"
+        );
+        assert_eq!(
+            cn.is_business_day(date("2026-02-21")),
+            Ok(false),
+            "a plain Saturday"
+        );
         // T+1 from Friday 2026-02-13 skips the festival: Saturday the 14th is a working day.
-        assert_eq!(cn.add_business_days(date("2026-02-13"), 1), Ok(date("2026-02-14")));
-        assert_eq!(cn.add_business_days(date("2026-02-14"), 1), Ok(date("2026-02-24")));
+        assert_eq!(
+            cn.add_business_days(date("2026-02-13"), 1),
+            Ok(date("2026-02-14"))
+        );
+        assert_eq!(
+            cn.add_business_days(date("2026-02-14"), 1),
+            Ok(date("2026-02-24"))
+        );
     }
 
     #[test]

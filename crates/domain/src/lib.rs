@@ -16,15 +16,15 @@ mod platform;
 pub mod settlement;
 pub mod terms;
 
+pub use calendar::{Calendar, CalendarError, CalendarYear, Date};
 pub use fees::{FeeSchedule, FeeScheduleError, RATE_PPM_ONE};
 pub use model::{
     Channel, EXTERNAL_ID_LEN_MAX, Merchant, MerchantAccounts, NAME_CHARS_MAX, NewPayment,
     PAYMENT_AMOUNT_MAX, Payment, PaymentId, PlatformAccounts, is_valid_external_id, is_valid_name,
 };
-pub use calendar::{Calendar, CalendarError, CalendarYear, Date};
 pub use platform::{
     Command, CommandResult, DomainError, Effects, MerchantBalances, NewChannel, NewMerchant,
-    Outcome, Platform, account_code, transfer_code,
+    Outcome, Platform, TickReport, account_code, transfer_code,
 };
 pub use settlement::{
     ChannelSettlement, Funder, FunderKind, FunderLine, Lot, LotId, LotState, NewChannelSettlement,

@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use ledger::{
     Account, AccountFlags, AccountId, AccountKind, Amount, Currency, Event, IdHasher, Journal,
-    Ledger, LedgerError, NewAccount, NewTransfer, ShardedMap, Timestamp, TransferFlags,
-    TransferId,
+    Ledger, LedgerError, NewAccount, NewTransfer, ShardedMap, Timestamp, TransferFlags, TransferId,
 };
 
 use crate::calendar::{Calendar, CalendarError, CalendarYear, Date, business_date};
@@ -123,18 +122,33 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// `created` is false when an identical channel already existed.
-    Channel { channel: Channel, created: bool },
-    Merchant { merchant: Merchant, created: bool },
+    Channel {
+        channel: Channel,
+        created: bool,
+    },
+    Merchant {
+        merchant: Merchant,
+        created: bool,
+    },
     TermsSet(Merchant),
-    CalendarLoaded { calendar_id: String, year: i32 },
-    Funder { funder: Funder, created: bool },
+    CalendarLoaded {
+        calendar_id: String,
+        year: i32,
+    },
+    Funder {
+        funder: Funder,
+        created: bool,
+    },
     /// Shared with the effects to persist, so the record is not copied on the hot path.
     PaymentRecorded(Arc<Payment>),
     /// The same channel trade number was reported before with the same content: the original
     /// payment, unchanged.
     PaymentExists(Payment),
     /// `created` is false when the request id was used before with the same content.
-    Payout { payout: Payout, created: bool },
+    Payout {
+        payout: Payout,
+        created: bool,
+    },
     ChannelSettlement {
         settlement: ChannelSettlement,
         created: bool,
@@ -150,9 +164,9 @@ impl Outcome {
             | Outcome::Funder { created, .. }
             | Outcome::Payout { created, .. }
             | Outcome::ChannelSettlement { created, .. } => *created,
-            Outcome::TermsSet(_)
-            | Outcome::CalendarLoaded { .. }
-            | Outcome::PaymentRecorded(_) => true,
+            Outcome::TermsSet(_) | Outcome::CalendarLoaded { .. } | Outcome::PaymentRecorded(_) => {
+                true
+            }
             Outcome::PaymentExists(_) => false,
         }
     }
@@ -173,7 +187,10 @@ pub enum DomainError {
     UnknownFunder,
     UnknownPayout,
     UnknownCalendar(String),
-    CalendarYearMissing { calendar: String, year: i32 },
+    CalendarYearMissing {
+        calendar: String,
+        year: i32,
+    },
     InvalidCalendar(String),
     CurrencyMismatch,
     AmountMustBePositive,
@@ -197,7 +214,9 @@ pub enum DomainError {
     /// No unfunded lots of this channel and business date are waiting for money.
     NothingToFund,
     /// The payout is not in a state that allows this change.
-    PayoutStateConflict { status: &'static str },
+    PayoutStateConflict {
+        status: &'static str,
+    },
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -240,6 +259,16 @@ pub struct MerchantBalances {
     pub advanced: Amount,
     pub debt: Amount,
     pub advance_available: Amount,
+}
+
+/// What a tick did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickReport {
+    pub changed: bool,
+    /// Pieces of scheduled work done.
+    pub work: u32,
+    /// Whether more work is already due (the tick stopped at its limit).
+    pub more_due: bool,
 }
 
 /// What the index of reported trades remembers of each payment: enough to recognise a retry
@@ -443,23 +472,32 @@ impl Platform {
 
     /// Work the clock drives, done at the start of each batch before its commands: pending
     /// transfers that time out, then cutoffs and settlement runs whose time has come, oldest
-    /// first, at most `work_max` of them. Returns whether anything changed (the tick is then an
-    /// operation to replay) and whether more work is already due.
-    pub fn tick(&mut self, now: Timestamp, work_max: usize) -> (bool, bool) {
+    /// first, at most `work_max` of them. A tick that changed anything is an operation: it is
+    /// replayed on recovery with the same `work_max` it reports as `work`.
+    pub fn tick(&mut self, now: Timestamp, work_max: usize) -> TickReport {
         let mut changed = self.ledger.expire_due(now) > 0;
-        let mut done = 0;
-        while done < work_max {
-            let Some(work) = self.settlements.next_due(now) else {
+        let mut work = 0;
+        while work < work_max {
+            let Some(due) = self.settlements.next_due(now) else {
                 break;
             };
-            self.run_scheduled(now, work);
+            self.run_scheduled(now, due);
             changed = true;
-            done += 1;
+            work += 1;
         }
         if changed {
             self.ops += 1;
         }
-        (changed, self.settlements.next_due(now).is_some())
+        TickReport {
+            changed,
+            work: work as u32,
+            more_due: self.settlements.has_due(now),
+        }
+    }
+
+    /// Whether scheduled work is due at `now`.
+    pub fn has_due_work(&self, now: Timestamp) -> bool {
+        self.settlements.has_due(now)
     }
 
     pub fn apply(&mut self, now: Timestamp, command: &Command) -> CommandResult {
@@ -476,9 +514,7 @@ impl Platform {
             Command::RecordPayment(new) => self.record_payment(now, new),
             Command::RequestPayout(request) => self.request_payout(now, request),
             Command::MarkPayoutSent(id) => self.mark_payout_sent(now, *id),
-            Command::ResolvePayout { payout, result } => {
-                self.resolve_payout(now, *payout, *result)
-            }
+            Command::ResolvePayout { payout, result } => self.resolve_payout(now, *payout, *result),
             Command::RecordChannelSettlement(new) => self.record_channel_settlement(now, new),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
@@ -566,13 +602,45 @@ impl Platform {
         let claims = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
         let memo = AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
         for (id, kind, flags, code) in [
-            (accounts.pending, AccountKind::Liability, claims, account_code::MERCHANT_PENDING),
-            (accounts.available, AccountKind::Liability, claims, account_code::MERCHANT_AVAILABLE),
-            (accounts.frozen, AccountKind::Liability, claims, account_code::MERCHANT_FROZEN),
-            (accounts.advanced, AccountKind::Asset, memo, account_code::MERCHANT_ADVANCED),
-            (accounts.debt, AccountKind::Asset, memo, account_code::MERCHANT_DEBT),
+            (
+                accounts.pending,
+                AccountKind::Liability,
+                claims,
+                account_code::MERCHANT_PENDING,
+            ),
+            (
+                accounts.available,
+                AccountKind::Liability,
+                claims,
+                account_code::MERCHANT_AVAILABLE,
+            ),
+            (
+                accounts.frozen,
+                AccountKind::Liability,
+                claims,
+                account_code::MERCHANT_FROZEN,
+            ),
+            (
+                accounts.advanced,
+                AccountKind::Asset,
+                memo,
+                account_code::MERCHANT_ADVANCED,
+            ),
+            (
+                accounts.debt,
+                AccountKind::Asset,
+                memo,
+                account_code::MERCHANT_DEBT,
+            ),
         ] {
-            events.push(account_event(id, new.currency, kind, flags, code, u64::from(index)));
+            events.push(account_event(
+                id,
+                new.currency,
+                kind,
+                flags,
+                code,
+                u64::from(index),
+            ));
         }
         self.create_accounts(now, &events)?;
         let merchant = Merchant {
@@ -589,7 +657,8 @@ impl Platform {
         self.merchant_index.insert(merchant.id.clone(), index);
         self.merchants.push(merchant.clone());
         self.merchant_last_payment.push(None);
-        self.settlements.add_merchant(index, &merchant.terms[0], now);
+        self.settlements
+            .add_merchant(index, &merchant.terms[0], now);
         Ok(Outcome::Merchant {
             merchant,
             created: true,
@@ -606,7 +675,10 @@ impl Platform {
             .merchant_index
             .get(merchant_id)
             .ok_or(DomainError::UnknownMerchant)?;
-        terms.fee.validate().map_err(DomainError::InvalidFeeSchedule)?;
+        terms
+            .fee
+            .validate()
+            .map_err(DomainError::InvalidFeeSchedule)?;
         terms.validate().map_err(DomainError::InvalidTerms)?;
         let effective_from = terms.effective_from.max(now);
         let merchant = &mut self.merchants[index as usize];
@@ -795,7 +867,11 @@ impl Platform {
     /// Account-creation events for the platform's own accounts in `currency`, if they do not
     /// exist yet. They are created in the same chain as the first party that needs them.
     fn platform_account_events(&mut self, currency: Currency) -> Vec<Event> {
-        if self.platform_accounts.iter().any(|p| p.currency == currency) {
+        if self
+            .platform_accounts
+            .iter()
+            .any(|p| p.currency == currency)
+        {
             return Vec::new();
         }
         [
@@ -898,7 +974,8 @@ impl Platform {
         let merchant = self.merchants[work.merchant as usize].clone();
         self.settlements.reschedule_after(&work, &merchant);
         if work.is_cutoff {
-            self.settlements.seal_lots(work.merchant, work.at, &merchant);
+            self.settlements
+                .seal_lots(work.merchant, work.at, &merchant);
         } else {
             self.settlement_run(now, work.merchant, work.at);
         }

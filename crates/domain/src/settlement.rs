@@ -316,7 +316,8 @@ impl Settlements {
     }
 
     pub fn payout(&self, id: PayoutId) -> Option<&Payout> {
-        self.payouts.get(usize::try_from(id.0.checked_sub(1)?).ok()?)
+        self.payouts
+            .get(usize::try_from(id.0.checked_sub(1)?).ok()?)
     }
 
     pub(crate) fn add_merchant(&mut self, merchant: u32, terms: &MerchantTerms, now: Timestamp) {
@@ -362,6 +363,10 @@ impl Settlements {
             self.schedule.pop_first();
             first
         })
+    }
+
+    pub(crate) fn has_due(&self, now: Timestamp) -> bool {
+        self.schedule.first().is_some_and(|w| w.at <= now)
     }
 
     /// Schedules the next occurrence of `work`, by the terms in force when it ran.
@@ -422,7 +427,8 @@ impl Settlements {
                     below_floor_payins: 0,
                     exposures: Vec::new(),
                 });
-                self.lot_index.insert((merchant, channel, business_date), id);
+                self.lot_index
+                    .insert((merchant, channel, business_date), id);
                 self.merchant_lots[merchant as usize].push(id);
                 self.channel_day_lots
                     .entry((channel, business_date))
@@ -571,7 +577,12 @@ impl Platform {
     }
 
     /// Natural days from `today` until the money of the given lots is expected (the latest).
-    fn days_to_funds(&self, lots: &[LotId], calendar: &str, today: Date) -> Result<u32, DomainError> {
+    fn days_to_funds(
+        &self,
+        lots: &[LotId],
+        calendar: &str,
+        today: Date,
+    ) -> Result<u32, DomainError> {
         let mut days = 0;
         for id in lots {
             let expected = self.expected_funding_date(self.settlements.lot(*id), calendar)?;
@@ -607,12 +618,17 @@ impl Platform {
         }
         if a.limit_outstanding.is_positive() {
             room = room.min(
-                a.limit_outstanding.minor() - self.settlements.outstanding[merchant as usize].minor(),
+                a.limit_outstanding.minor()
+                    - self.settlements.outstanding[merchant as usize].minor(),
             );
         }
         if a.limit_daily.is_positive() {
             let (day, drawn) = self.settlements.advance_day[merchant as usize];
-            let today_drawn = if day == local_date(now) { drawn.minor() } else { 0 };
+            let today_drawn = if day == local_date(now) {
+                drawn.minor()
+            } else {
+                0
+            };
             room = room.min(a.limit_daily.minor() - today_drawn);
         }
         let funder_room = self
@@ -724,7 +740,9 @@ impl Platform {
                 "max_ratio_ppm, limit_daily or limit_outstanding",
             ));
         }
-        let funder = self.pick_funder(need, days).ok_or(DomainError::NoFunderRoom)?;
+        let funder = self
+            .pick_funder(need, days)
+            .ok_or(DomainError::NoFunderRoom)?;
         let cost = cost_of_funds(&self.settlements.funders[funder], amount, days);
         if fee < cost && !a.allow_below_cost_of_funds {
             return Err(DomainError::AdvanceFeeBelowCostOfFunds);
@@ -740,7 +758,41 @@ impl Platform {
         })
     }
 
-    pub(crate) fn request_payout(&mut self, now: Timestamp, request: &PayoutRequest) -> CommandResult {
+    /// The fee a payout of `amount` would bear now, and the days until the channel's money is
+    /// expected (for advances), without changing anything: the quote shown before a payout.
+    pub fn quote_payout(
+        &self,
+        merchant_id: &str,
+        amount: Amount,
+        kind: PayoutKind,
+        now: Timestamp,
+    ) -> Result<(Amount, u32), DomainError> {
+        let merchant = self.merchant_index_of(merchant_id)?;
+        let terms = self.merchants[merchant as usize].terms_at(now).clone();
+        match kind {
+            PayoutKind::Advance => {
+                if !terms.advance.enabled {
+                    return Err(DomainError::AdvanceNotEnabled);
+                }
+                let lots = self.merchant_lot_ids(merchant, false);
+                let plan = self.plan_advance(merchant, &terms, &lots, amount, kind, now)?;
+                Ok((plan.fee, plan.days_to_funds))
+            }
+            PayoutKind::Withdrawal | PayoutKind::Settlement => {
+                let fee = terms.settlement.payout_fee;
+                let lots = self.merchant_lot_ids(merchant, true);
+                self.plan_draws(&lots, add(amount, fee))
+                    .ok_or(DomainError::InsufficientFunds)?;
+                Ok((fee, 0))
+            }
+        }
+    }
+
+    pub(crate) fn request_payout(
+        &mut self,
+        now: Timestamp,
+        request: &PayoutRequest,
+    ) -> CommandResult {
         if !is_valid_external_id(&request.request_id) {
             return Err(DomainError::InvalidId);
         }
@@ -790,10 +842,23 @@ impl Platform {
                     return Err(DomainError::AdvanceNotEnabled);
                 }
                 let lots = self.merchant_lot_ids(merchant, false);
-                self.plan_advance(merchant, &terms, &lots, request.amount, PayoutKind::Advance, now)?
+                self.plan_advance(
+                    merchant,
+                    &terms,
+                    &lots,
+                    request.amount,
+                    PayoutKind::Advance,
+                    now,
+                )?
             }
         };
-        let payout = self.post_payout(now, merchant, &terms, plan, Some(request.request_id.clone()))?;
+        let payout = self.post_payout(
+            now,
+            merchant,
+            &terms,
+            plan,
+            Some(request.request_id.clone()),
+        )?;
         self.settlements.payout_requests.insert(key, payout.id);
         Ok(Outcome::Payout {
             payout,
@@ -825,11 +890,29 @@ impl Platform {
         let mut post = |debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
             if amount.is_positive() {
                 leg += 1;
-                events.push(transfer(RECORD_KIND_PAYOUT, id.0, leg, debit, credit, amount, code));
+                events.push(transfer(
+                    RECORD_KIND_PAYOUT,
+                    id.0,
+                    leg,
+                    debit,
+                    credit,
+                    amount,
+                    code,
+                ));
             }
         };
-        post(source, platform.payouts_in_flight, plan.amount, transfer_code::PAYOUT_AMOUNT);
-        post(source, platform.fee_income, plan.fee, transfer_code::PAYOUT_FEE);
+        post(
+            source,
+            platform.payouts_in_flight,
+            plan.amount,
+            transfer_code::PAYOUT_AMOUNT,
+        );
+        post(
+            source,
+            platform.fee_income,
+            plan.fee,
+            transfer_code::PAYOUT_FEE,
+        );
         if !plan.funded {
             post(
                 accounts.advanced,
@@ -933,7 +1016,9 @@ impl Platform {
                 created: false,
             });
         }
-        if !payout.status.in_flight() || (target == PayoutStatus::Unknown && payout.status == PayoutStatus::Unknown) {
+        if !payout.status.in_flight()
+            || (target == PayoutStatus::Unknown && payout.status == PayoutStatus::Unknown)
+        {
             return Err(DomainError::PayoutStateConflict {
                 status: payout.status.as_str(),
             });
@@ -953,7 +1038,12 @@ impl Platform {
         })
     }
 
-    fn post_payout_paid(&mut self, now: Timestamp, merchant: u32, payout: &Payout) -> Result<(), DomainError> {
+    fn post_payout_paid(
+        &mut self,
+        now: Timestamp,
+        merchant: u32,
+        payout: &Payout,
+    ) -> Result<(), DomainError> {
         let currency = self.merchants[merchant as usize].currency;
         let platform = self.platform_accounts_for(currency);
         let event = transfer(
@@ -973,7 +1063,12 @@ impl Platform {
 
     /// A failed payout gives the merchant its claims back: to the lots it drew, as funded or
     /// unfunded as those lots are now, releasing any exposure still carried.
-    fn post_payout_returned(&mut self, now: Timestamp, merchant: u32, payout: &Payout) -> Result<(), DomainError> {
+    fn post_payout_returned(
+        &mut self,
+        now: Timestamp,
+        merchant: u32,
+        payout: &Payout,
+    ) -> Result<(), DomainError> {
         let m = &self.merchants[merchant as usize];
         let (accounts, currency) = (m.accounts, m.currency);
         let platform = self.platform_accounts_for(currency);
@@ -982,7 +1077,15 @@ impl Platform {
         let mut post = |debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
             if amount.is_positive() {
                 leg += 1;
-                events.push(transfer(RECORD_KIND_PAYOUT_RESULT, payout.id.0, leg, debit, credit, amount, code));
+                events.push(transfer(
+                    RECORD_KIND_PAYOUT_RESULT,
+                    payout.id.0,
+                    leg,
+                    debit,
+                    credit,
+                    amount,
+                    code,
+                ));
             }
         };
         // Split the returned money (amount first, then fee) over the draws in order.
@@ -997,14 +1100,29 @@ impl Platform {
             };
             let from_amount = slice.minor().min(amount_left);
             amount_left -= from_amount;
-            post(platform.payouts_in_flight, target, Amount::from_minor(from_amount), transfer_code::PAYOUT_RETURNED);
-            post(platform.fee_income, target, Amount::from_minor(slice.minor() - from_amount), transfer_code::PAYOUT_FEE_RETURNED);
+            post(
+                platform.payouts_in_flight,
+                target,
+                Amount::from_minor(from_amount),
+                transfer_code::PAYOUT_RETURNED,
+            );
+            post(
+                platform.fee_income,
+                target,
+                Amount::from_minor(slice.minor() - from_amount),
+                transfer_code::PAYOUT_FEE_RETURNED,
+            );
             if !payout.funded && !lot.is_funded() {
                 released += slice.minor();
             }
         }
         if released > 0 {
-            post(platform.advances_outstanding, accounts.advanced, Amount::from_minor(released), transfer_code::ADVANCE_RELEASED);
+            post(
+                platform.advances_outstanding,
+                accounts.advanced,
+                Amount::from_minor(released),
+                transfer_code::ADVANCE_RELEASED,
+            );
         }
         self.ledger
             .apply_chain(now, &events)
@@ -1021,7 +1139,11 @@ impl Platform {
             }
         }
         if released > 0 {
-            self.release_exposure(merchant, payout.funder.as_deref(), Amount::from_minor(released));
+            self.release_exposure(
+                merchant,
+                payout.funder.as_deref(),
+                Amount::from_minor(released),
+            );
         }
         Ok(())
     }
@@ -1102,20 +1224,56 @@ impl Platform {
         let mut post = |debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
             if amount.is_positive() {
                 leg += 1;
-                events.push(transfer(RECORD_KIND_CHANNEL_SETTLEMENT, record, leg, debit, credit, amount, code));
+                events.push(transfer(
+                    RECORD_KIND_CHANNEL_SETTLEMENT,
+                    record,
+                    leg,
+                    debit,
+                    credit,
+                    amount,
+                    code,
+                ));
             }
         };
-        post(platform.cash, receivable, new.amount.min(expected), transfer_code::FUNDS_RECEIVED);
-        post(platform.channel_discrepancy, receivable, sub(expected, new.amount), transfer_code::FUNDS_SHORT);
-        post(platform.cash, platform.channel_discrepancy, sub(new.amount, expected), transfer_code::FUNDS_EXCESS);
+        post(
+            platform.cash,
+            receivable,
+            new.amount.min(expected),
+            transfer_code::FUNDS_RECEIVED,
+        );
+        post(
+            platform.channel_discrepancy,
+            receivable,
+            sub(expected, new.amount),
+            transfer_code::FUNDS_SHORT,
+        );
+        post(
+            platform.cash,
+            platform.channel_discrepancy,
+            sub(new.amount, expected),
+            transfer_code::FUNDS_EXCESS,
+        );
         let mut releases: Vec<(u32, Option<String>, Amount)> = Vec::new();
         for id in &lot_ids {
             let lot = self.settlements.lot(*id);
             let accounts = self.merchants[lot.merchant as usize].accounts;
-            post(accounts.pending, accounts.available, lot.remaining(), transfer_code::CLAIMS_FUNDED);
+            post(
+                accounts.pending,
+                accounts.available,
+                lot.remaining(),
+                transfer_code::CLAIMS_FUNDED,
+            );
             for (payout, slice) in &lot.exposures {
-                post(platform.advances_outstanding, accounts.advanced, *slice, transfer_code::ADVANCE_RELEASED);
-                let funder = self.settlements.payout(*payout).and_then(|p| p.funder.clone());
+                post(
+                    platform.advances_outstanding,
+                    accounts.advanced,
+                    *slice,
+                    transfer_code::ADVANCE_RELEASED,
+                );
+                let funder = self
+                    .settlements
+                    .payout(*payout)
+                    .and_then(|p| p.funder.clone());
                 releases.push((lot.merchant, funder, *slice));
             }
         }
@@ -1142,10 +1300,13 @@ impl Platform {
             lots: lot_ids.len() as u32,
             created_at: now,
         };
+        self.settlements.settlement_refs.insert(
+            (channel, new.bank_reference.clone()),
+            self.settlements.channel_settlements.len(),
+        );
         self.settlements
-            .settlement_refs
-            .insert((channel, new.bank_reference.clone()), self.settlements.channel_settlements.len());
-        self.settlements.channel_settlements.push(settlement.clone());
+            .channel_settlements
+            .push(settlement.clone());
         Ok(Outcome::ChannelSettlement {
             settlement,
             created: true,
@@ -1175,7 +1336,9 @@ impl Platform {
             } else {
                 lot.business_date < current
             };
-            let due = self.due_date(lot, &terms.calendar).is_ok_and(|d| d <= today);
+            let due = self
+                .due_date(lot, &terms.calendar)
+                .is_ok_and(|d| d <= today);
             if !eligible || !due {
                 continue;
             }
@@ -1215,13 +1378,21 @@ impl Platform {
             let Ok(days) = self.days_to_funds(&unfunded_due, &terms.calendar, today) else {
                 return;
             };
-            let room = Amount::from_minor(room.min(self.advance_room(merchant, &terms, now).minor()));
+            let room =
+                Amount::from_minor(room.min(self.advance_room(merchant, &terms, now).minor()));
             let mut amount = terms.advance.largest_advance(room, days);
             if terms.advance.limit_per_payout.is_positive() {
                 amount = amount.min(terms.advance.limit_per_payout);
             }
             if amount.is_positive()
-                && let Ok(plan) = self.plan_advance(merchant, &terms, &unfunded_due, amount, PayoutKind::Settlement, now)
+                && let Ok(plan) = self.plan_advance(
+                    merchant,
+                    &terms,
+                    &unfunded_due,
+                    amount,
+                    PayoutKind::Settlement,
+                    now,
+                )
             {
                 let _ = self.post_payout(now, merchant, &terms, plan, None);
             }
@@ -1239,7 +1410,10 @@ impl Platform {
         let lots = &self.settlements.lots;
         for lot in lots {
             if lot.drawn.minor() < 0 || lot.paid.minor() < 0 || lot.remaining().minor() < 0 {
-                return Err(format!("lot {:?} paid more than its claims: {lot:?}", lot.id));
+                return Err(format!(
+                    "lot {:?} paid more than its claims: {lot:?}",
+                    lot.id
+                ));
             }
             if lot.is_funded() && !lot.exposures.is_empty() {
                 return Err(format!("funded lot {:?} still carries exposure", lot.id));
@@ -1252,15 +1426,30 @@ impl Platform {
                 .filter(|l| !l.is_funded())
                 .map(|l| l.claims.minor() - l.drawn.minor())
                 .sum();
-            let available: i64 = mine().filter(|l| l.is_funded()).map(|l| l.remaining().minor()).sum();
+            let available: i64 = mine()
+                .filter(|l| l.is_funded())
+                .map(|l| l.remaining().minor())
+                .sum();
             let exposure: i64 = mine()
                 .flat_map(|l| l.exposures.iter().map(|(_, a)| a.minor()))
                 .sum();
             let checks = [
                 ("pending", self.balance(m.accounts.pending).minor(), pending),
-                ("available", self.balance(m.accounts.available).minor(), available),
-                ("advanced", self.balance(m.accounts.advanced).minor(), exposure),
-                ("outstanding", self.settlements.outstanding[index as usize].minor(), exposure),
+                (
+                    "available",
+                    self.balance(m.accounts.available).minor(),
+                    available,
+                ),
+                (
+                    "advanced",
+                    self.balance(m.accounts.advanced).minor(),
+                    exposure,
+                ),
+                (
+                    "outstanding",
+                    self.settlements.outstanding[index as usize].minor(),
+                    exposure,
+                ),
             ];
             for (name, ledger_side, lot_side) in checks {
                 if ledger_side != lot_side {
@@ -1295,18 +1484,27 @@ impl Platform {
         }
         for funder in &self.settlements.funders {
             if funder.used > funder.limit || funder.used.minor() < 0 {
-                return Err(format!("funder {} used {:?} of {:?}", funder.id, funder.used, funder.limit));
+                return Err(format!(
+                    "funder {} used {:?} of {:?}",
+                    funder.id, funder.used, funder.limit
+                ));
             }
             let carried: i64 = lots
                 .iter()
                 .flat_map(|l| l.exposures.iter())
                 .filter(|(p, _)| {
-                    self.settlements.payout(*p).and_then(|p| p.funder.as_deref()) == Some(funder.id.as_str())
+                    self.settlements
+                        .payout(*p)
+                        .and_then(|p| p.funder.as_deref())
+                        == Some(funder.id.as_str())
                 })
                 .map(|(_, a)| a.minor())
                 .sum();
             if carried != funder.used.minor() {
-                return Err(format!("funder {} used {:?} but carries {carried}", funder.id, funder.used));
+                return Err(format!(
+                    "funder {} used {:?} but carries {carried}",
+                    funder.id, funder.used
+                ));
             }
         }
         for platform in &self.platform_accounts {
@@ -1315,12 +1513,17 @@ impl Platform {
                 .payouts
                 .iter()
                 .filter(|p| p.status.in_flight())
-                .filter(|p| self.merchant(&p.merchant_id).is_some_and(|m| m.currency == platform.currency))
+                .filter(|p| {
+                    self.merchant(&p.merchant_id)
+                        .is_some_and(|m| m.currency == platform.currency)
+                })
                 .map(|p| p.amount.minor())
                 .sum();
             let ledger_side = self.balance(platform.payouts_in_flight).minor();
             if ledger_side != in_flight {
-                return Err(format!("payouts in flight {ledger_side} in the ledger, {in_flight} by payouts"));
+                return Err(format!(
+                    "payouts in flight {ledger_side} in the ledger, {in_flight} by payouts"
+                ));
             }
         }
         Ok(())

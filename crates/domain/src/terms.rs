@@ -197,9 +197,14 @@ impl MerchantTerms {
             return Err(TermsError::TooManyRunTimes);
         }
         let a = &self.advance;
-        if [a.rate_ppm, a.rate_ppm_per_day, a.max_ratio_ppm, self.reserve_ratio_ppm]
-            .iter()
-            .any(|r| *r > RATE_PPM_ONE)
+        if [
+            a.rate_ppm,
+            a.rate_ppm_per_day,
+            a.max_ratio_ppm,
+            self.reserve_ratio_ppm,
+        ]
+        .iter()
+        .any(|r| *r > RATE_PPM_ONE)
         {
             return Err(TermsError::RateAboveOneHundredPercent);
         }
@@ -236,7 +241,10 @@ mod tests {
     fn worked_example_advance_fee() {
         // 0.05% + 2.00 on 60,000.00 is 32.00.
         let terms = advance(500, 200);
-        assert_eq!(terms.fee_on(Amount::from_minor(6_000_000), 0).minor(), 3_200);
+        assert_eq!(
+            terms.fee_on(Amount::from_minor(6_000_000), 0).minor(),
+            3_200
+        );
     }
 
     #[test]
@@ -248,7 +256,10 @@ mod tests {
             if amount.minor() > 0 {
                 assert!(total <= room, "room {room}: {amount:?} + fee > room");
                 let next = Amount::from_minor(amount.minor() + 1);
-                assert!(next.minor() + terms.fee_on(next, 3).minor() > room, "room {room}: not the largest");
+                assert!(
+                    next.minor() + terms.fee_on(next, 3).minor() > room,
+                    "room {room}: not the largest"
+                );
             }
         }
     }

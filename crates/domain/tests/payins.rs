@@ -80,7 +80,10 @@ fn worked_example_numbers() {
     assert_eq!(balance(&p, channel), 997_500);
     assert_eq!(balance(&p, platform.fee_income), 3_800);
     assert_eq!(balance(&p, platform.channel_cost), 2_500);
-    assert_eq!(p.merchant_balances("M1", NOW).unwrap().pending.minor(), 996_200);
+    assert_eq!(
+        p.merchant_balances("M1", NOW).unwrap().pending.minor(),
+        996_200
+    );
     assert!(p.ledger().trial_balance().iter().all(|l| l.balanced()));
 }
 

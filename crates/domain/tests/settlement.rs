@@ -6,8 +6,8 @@
 use domain::{
     AdvanceTerms, BankAccount, CalendarYear, Command, Cycle, Date, DomainError, FeeSchedule,
     FunderKind, FunderLine, MerchantTerms, NewChannel, NewChannelSettlement, NewFunder,
-    NewMerchant, NewPayment, Outcome, Payout, PayoutId, PayoutKind, PayoutRequest,
-    PayoutResult, PayoutStatus, Platform, SettlementTerms,
+    NewMerchant, NewPayment, Outcome, Payout, PayoutId, PayoutKind, PayoutRequest, PayoutResult,
+    PayoutStatus, Platform, SettlementTerms,
 };
 use ledger::{Amount, Currency, Timestamp};
 
@@ -30,15 +30,47 @@ fn cn_2026() -> CalendarYear {
     CalendarYear {
         year: 2026,
         holidays: days(&[
-            "2026-01-01", "2026-01-02", "2026-01-03", "2026-02-15", "2026-02-16", "2026-02-17",
-            "2026-02-18", "2026-02-19", "2026-02-20", "2026-02-21", "2026-02-22", "2026-02-23",
-            "2026-04-04", "2026-04-05", "2026-04-06", "2026-05-01", "2026-05-02", "2026-05-03",
-            "2026-05-04", "2026-05-05", "2026-06-19", "2026-06-20", "2026-06-21", "2026-09-25",
-            "2026-09-26", "2026-09-27", "2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04",
-            "2026-10-05", "2026-10-06", "2026-10-07",
+            "2026-01-01",
+            "2026-01-02",
+            "2026-01-03",
+            "2026-02-15",
+            "2026-02-16",
+            "2026-02-17",
+            "2026-02-18",
+            "2026-02-19",
+            "2026-02-20",
+            "2026-02-21",
+            "2026-02-22",
+            "2026-02-23",
+            "2026-04-04",
+            "2026-04-05",
+            "2026-04-06",
+            "2026-05-01",
+            "2026-05-02",
+            "2026-05-03",
+            "2026-05-04",
+            "2026-05-05",
+            "2026-06-19",
+            "2026-06-20",
+            "2026-06-21",
+            "2026-09-25",
+            "2026-09-26",
+            "2026-09-27",
+            "2026-10-01",
+            "2026-10-02",
+            "2026-10-03",
+            "2026-10-04",
+            "2026-10-05",
+            "2026-10-06",
+            "2026-10-07",
         ]),
         workdays: days(&[
-            "2026-01-04", "2026-02-14", "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10",
+            "2026-01-04",
+            "2026-02-14",
+            "2026-02-28",
+            "2026-05-09",
+            "2026-09-20",
+            "2026-10-10",
         ]),
         source: "State Council notice of 2025-11-04".into(),
     }
@@ -61,15 +93,20 @@ impl World {
         assert!(to >= self.now);
         self.now = to;
         loop {
-            let (_, more) = self.p.tick(self.now, 100);
+            let report = self.p.tick(self.now, 100);
             self.p.check_invariants().unwrap();
-            if !more {
+            if !report.more_due {
                 break;
             }
         }
     }
 
-    fn payout(&mut self, request_id: &str, amount: Amount, kind: PayoutKind) -> Result<Payout, DomainError> {
+    fn payout(
+        &mut self,
+        request_id: &str,
+        amount: Amount,
+        kind: PayoutKind,
+    ) -> Result<Payout, DomainError> {
         match self.apply(Command::RequestPayout(PayoutRequest {
             request_id: request_id.into(),
             merchant_id: "M1".into(),
@@ -83,7 +120,8 @@ impl World {
 
     fn resolve(&mut self, id: PayoutId, result: PayoutResult) {
         self.apply(Command::MarkPayoutSent(id)).unwrap();
-        self.apply(Command::ResolvePayout { payout: id, result }).unwrap();
+        self.apply(Command::ResolvePayout { payout: id, result })
+            .unwrap();
     }
 
     fn balances(&self) -> domain::MerchantBalances {
@@ -95,7 +133,9 @@ impl World {
             .merchant_payouts("M1")
             .iter()
             .filter(|p| p.status != PayoutStatus::Failed)
-            .fold((0, 0), |(a, f), p| (a + p.amount.minor(), f + p.fee.minor()))
+            .fold((0, 0), |(a, f), p| {
+                (a + p.amount.minor(), f + p.fee.minor())
+            })
     }
 }
 
@@ -197,9 +237,15 @@ fn chat_scenario_advance_between_cutoff_and_settlement_never_pays_twice() {
     w.advance_to(at("2026-11-25", 2, 0));
     let lot = w.p.merchant_lots("M1")[0].clone();
     assert_eq!(lot.state, domain::LotState::Sealed);
-    let advance = w.payout("adv-1", yuan(60_000), PayoutKind::Advance).unwrap();
+    let advance = w
+        .payout("adv-1", yuan(60_000), PayoutKind::Advance)
+        .unwrap();
     assert_eq!(advance.fee, yuan(32), "0.05% of 60,000.00 plus 2.00");
-    assert_eq!(w.balances().pending, yuan(39_968), "claims drawn at once: 60,032.00");
+    assert_eq!(
+        w.balances().pending,
+        yuan(39_968),
+        "claims drawn at once: 60,032.00"
+    );
     assert_eq!(w.balances().advanced, yuan(60_032));
     w.resolve(advance.id, PayoutResult::Succeeded);
 
@@ -222,7 +268,10 @@ fn chat_scenario_advance_between_cutoff_and_settlement_never_pays_twice() {
     };
     assert_eq!(settlement.discrepancy, Amount::ZERO);
     let b = w.balances();
-    assert_eq!((b.pending, b.available, b.advanced), (Amount::ZERO, yuan(39_968), Amount::ZERO));
+    assert_eq!(
+        (b.pending, b.available, b.advanced),
+        (Amount::ZERO, yuan(39_968), Amount::ZERO)
+    );
     assert_eq!(w.p.funder("position").unwrap().used, Amount::ZERO);
 
     // The next run pays what is left, less its own 2.00 fee.
@@ -232,7 +281,11 @@ fn chat_scenario_advance_between_cutoff_and_settlement_never_pays_twice() {
     assert_eq!(payouts[0].kind, PayoutKind::Settlement);
     assert_eq!(payouts[0].amount, yuan(39_966));
     let (amounts, fees) = w.paid_to_merchant();
-    assert_eq!(amounts + fees, yuan(100_000).minor(), "exactly the claims, never more");
+    assert_eq!(
+        amounts + fees,
+        yuan(100_000).minor(),
+        "exactly the claims, never more"
+    );
     assert_eq!(w.balances().available, Amount::ZERO);
 }
 
@@ -242,9 +295,21 @@ fn an_advance_larger_than_what_is_left_is_refused_and_settlement_pays_only_the_r
     payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
     w.advance_to(at("2026-11-25", 2, 0));
     let largest = w.balances().advance_available;
-    assert!(largest.minor() + AdvanceTerms { enabled: true, rate_ppm: 500, fixed_fee: yuan(2), ..AdvanceTerms::default() }.fee_on(largest, 0).minor() <= yuan(100_000).minor());
+    assert!(
+        largest.minor()
+            + AdvanceTerms {
+                enabled: true,
+                rate_ppm: 500,
+                fixed_fee: yuan(2),
+                ..AdvanceTerms::default()
+            }
+            .fee_on(largest, 0)
+            .minor()
+            <= yuan(100_000).minor()
+    );
     assert_eq!(
-        w.payout("too-much", yuan(100_000), PayoutKind::Advance).unwrap_err(),
+        w.payout("too-much", yuan(100_000), PayoutKind::Advance)
+            .unwrap_err(),
         DomainError::InsufficientFunds,
         "100,000.00 plus fees exceeds the claims"
     );
@@ -275,16 +340,32 @@ fn a_failed_payout_returns_the_claims_and_an_unknown_one_is_held() {
 
     let unknown = w.payout("a2", yuan(10_000), PayoutKind::Advance).unwrap();
     w.resolve(unknown.id, PayoutResult::Unknown);
-    assert_eq!(w.p.payout(unknown.id).unwrap().status, PayoutStatus::Unknown);
-    assert!(matches!(
-        w.apply(Command::MarkPayoutSent(unknown.id)),
-        Err(DomainError::PayoutStateConflict { .. })
-    ), "an unknown payout is never re-sent");
-    w.apply(Command::ResolvePayout { payout: unknown.id, result: PayoutResult::Succeeded }).unwrap();
-    assert!(matches!(
-        w.apply(Command::ResolvePayout { payout: unknown.id, result: PayoutResult::Failed }),
-        Err(DomainError::PayoutStateConflict { .. })
-    ), "a final status never changes");
+    assert_eq!(
+        w.p.payout(unknown.id).unwrap().status,
+        PayoutStatus::Unknown
+    );
+    assert!(
+        matches!(
+            w.apply(Command::MarkPayoutSent(unknown.id)),
+            Err(DomainError::PayoutStateConflict { .. })
+        ),
+        "an unknown payout is never re-sent"
+    );
+    w.apply(Command::ResolvePayout {
+        payout: unknown.id,
+        result: PayoutResult::Succeeded,
+    })
+    .unwrap();
+    assert!(
+        matches!(
+            w.apply(Command::ResolvePayout {
+                payout: unknown.id,
+                result: PayoutResult::Failed
+            }),
+            Err(DomainError::PayoutStateConflict { .. })
+        ),
+        "a final status never changes"
+    );
 }
 
 #[test]
@@ -295,7 +376,8 @@ fn same_request_id_returns_the_first_payout() {
     let again = w.payout("r1", yuan(1_000), PayoutKind::Advance).unwrap();
     assert_eq!(first, again);
     assert_eq!(
-        w.payout("r1", yuan(2_000), PayoutKind::Advance).unwrap_err(),
+        w.payout("r1", yuan(2_000), PayoutKind::Advance)
+            .unwrap_err(),
         DomainError::PayoutRequestConflict
     );
     assert_eq!(w.p.merchant_payouts("M1").len(), 1);
@@ -306,7 +388,8 @@ fn withdrawals_take_only_funded_money() {
     let mut w = world(Cycle::T1);
     payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
     assert_eq!(
-        w.payout("w1", yuan(10), PayoutKind::Withdrawal).unwrap_err(),
+        w.payout("w1", yuan(10), PayoutKind::Withdrawal)
+            .unwrap_err(),
         DomainError::InsufficientFunds
     );
     w.advance_to(at("2026-11-25", 1, 30));
@@ -317,7 +400,9 @@ fn withdrawals_take_only_funded_money() {
         bank_reference: "BANK-1".into(),
     }))
     .unwrap();
-    let withdrawal = w.payout("w2", yuan(50_000), PayoutKind::Withdrawal).unwrap();
+    let withdrawal = w
+        .payout("w2", yuan(50_000), PayoutKind::Withdrawal)
+        .unwrap();
     assert_eq!(withdrawal.fee, yuan(2));
     assert_eq!(w.balances().available, yuan(49_998));
 }
@@ -340,7 +425,11 @@ fn a_short_channel_payment_is_recorded_as_a_discrepancy() {
         panic!("not a settlement");
     };
     assert_eq!(settlement.discrepancy, Amount::from_minor(-500));
-    assert_eq!(w.balances().available, yuan(100_000), "the merchant's claims are untouched");
+    assert_eq!(
+        w.balances().available,
+        yuan(100_000),
+        "the merchant's claims are untouched"
+    );
 }
 
 #[test]
@@ -371,7 +460,8 @@ fn funder_limits_and_merchant_limits_hold() {
     .unwrap();
     payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
     assert_eq!(
-        w.payout("big", yuan(6_000), PayoutKind::Advance).unwrap_err(),
+        w.payout("big", yuan(6_000), PayoutKind::Advance)
+            .unwrap_err(),
         DomainError::AdvanceLimitExceeded("limit_per_payout")
     );
     w.payout("ok", yuan(5_000), PayoutKind::Advance).unwrap();
@@ -396,7 +486,10 @@ fn t1_settlement_waits_for_a_calendar_year_that_has_no_data() {
     }))
     .unwrap();
     w.advance_to(at("2027-01-05", 6, 0));
-    assert!(w.p.merchant_payouts("M1").is_empty(), "no 2027 data: no guess");
+    assert!(
+        w.p.merchant_payouts("M1").is_empty(),
+        "no 2027 data: no guess"
+    );
     assert_eq!(w.balances().available, yuan(100_000));
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use engine::{Clock, Engine, EngineConfig, SystemClock};
+use engine::{Clock, Engine, EngineConfig, SystemClock, TestClock};
 use store::SqliteStore;
 
 /// Options of `dzero serve`.
@@ -27,6 +27,13 @@ pub struct ServeArgs {
     /// Requests that may wait for the sequencer; beyond it requests get 503 overloaded.
     #[arg(long, default_value_t = EngineConfig::default().queue_depth_max)]
     pub queue_depth_max: usize,
+    /// Sandbox mode: a test clock that moves only by `POST /v1/test-clock/advance`, starting
+    /// at the real time. Payouts go to the built-in sandbox payout channel in every mode.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// With --sandbox: where the test clock starts (RFC 3339); default now.
+    #[arg(long, requires = "sandbox")]
+    pub sandbox_start: Option<String>,
 }
 
 impl ServeArgs {
@@ -39,6 +46,8 @@ impl ServeArgs {
             batch_commands_max: config.batch_commands_max,
             batch_window_us: config.batch_window_us,
             queue_depth_max: config.queue_depth_max,
+            sandbox: false,
+            sandbox_start: None,
         }
     }
 
@@ -64,19 +73,39 @@ pub struct Started {
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     let (store, reader) = SqliteStore::open(&args.data_dir)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let test_clock = if args.sandbox {
+        let start = match &args.sandbox_start {
+            Some(text) => ledger::Timestamp(
+                text.parse::<jiff::Timestamp>()
+                    .with_context(|| format!("--sandbox-start {text:?} is not RFC 3339"))?
+                    .as_microsecond(),
+            ),
+            None => SystemClock.now(),
+        };
+        Some(Arc::new(TestClock::starting_at(start)))
+    } else {
+        None
+    };
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(test) => test.clone(),
+        None => Arc::new(SystemClock),
+    };
     if let Some(path) = api::ensure_admin_key(&reader, &args.data_dir, clock.now())
         .map_err(|e| anyhow::anyhow!("creating the admin key: {}", e.message))?
     {
         tracing::info!(path = %path.display(), "first start: admin API key written");
     }
     let engine =
-        Engine::start(store, args.engine_config(), clock).context("starting the engine")?;
+        Engine::start(store, args.engine_config(), clock.clone()).context("starting the engine")?;
+    tokio::spawn(crate::payouts::dispatch(
+        engine.clone(),
+        Arc::new(crate::payouts::SandboxPayoutChannel),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let state = api::AppState::new(engine, Arc::new(reader));
+    let state = api::AppState::new(engine, Arc::new(reader), clock, test_clock);
     Ok(Started {
         addr,
         state,

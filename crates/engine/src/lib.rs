@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use domain::{Command, CommandResult, Platform};
 use ledger::Timestamp;
-use store::{BatchWrite, IdempotencyRecord, Store, StoreError, load_platform};
+use store::{
+    BatchWrite, IdempotencyRecord, Input, LoggedInput, Store, StoreError, load_platform, log_entry,
+};
 
 pub use metrics::{HISTOGRAM_BOUNDS, Histogram, Metrics, MetricsSnapshot};
 
@@ -38,6 +40,11 @@ pub struct EngineConfig {
     pub batch_window_us: u64,
     /// How long idempotency keys are remembered in memory for deduplication.
     pub idempotency_retention_s: u64,
+    /// Cutoffs and settlement runs done per batch at most, so that a run over many merchants
+    /// is spread over batches and pay-ins keep flowing between them.
+    pub scheduled_work_per_batch_max: usize,
+    /// How often the sequencer wakes up without requests, to fire scheduled work on time.
+    pub idle_tick_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +54,8 @@ impl Default for EngineConfig {
             batch_commands_max: 8_192,
             batch_window_us: 200,
             idempotency_retention_s: 24 * 3600,
+            scheduled_work_per_batch_max: 256,
+            idle_tick_ms: 100,
         }
     }
 }
@@ -55,6 +64,32 @@ impl Default for EngineConfig {
 /// tests and the sandbox can move time.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+}
+
+/// A clock that only moves when told: `dzero serve --sandbox` and tests play whole business
+/// weeks with it. It never goes backwards.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    micros: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    pub fn starting_at(at: Timestamp) -> TestClock {
+        TestClock {
+            micros: std::sync::atomic::AtomicI64::new(at.micros()),
+        }
+    }
+
+    /// Moves the clock to `to`; false (and no change) if that is in the past.
+    pub fn advance_to(&self, to: Timestamp) -> bool {
+        self.micros.fetch_max(to.micros(), Ordering::AcqRel) <= to.micros()
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.micros.load(Ordering::Acquire))
+    }
 }
 
 /// The real clock.
@@ -357,6 +392,7 @@ impl RecentKeys {
 /// A batch applied in memory, on its way to storage, with the answers held until it is durable.
 struct AppliedBatch {
     effects: domain::Effects,
+    inputs: Vec<LoggedInput>,
     records: Vec<IdempotencyRecord>,
     commands: usize,
     replies: Vec<(
@@ -409,6 +445,7 @@ impl<S: Store> Writer<S> {
             }
         };
         let mut applier = Applier {
+            work_due: false,
             platform,
             receiver,
             config,
@@ -434,10 +471,11 @@ impl<S: Store> Writer<S> {
 
 fn commit_loop(store: &mut impl Store, batches: &Receiver<AppliedBatch>, shared: &Shared) {
     for batch in batches {
-        if !batch.effects.is_empty() || !batch.records.is_empty() {
+        if !batch.effects.is_empty() || !batch.records.is_empty() || !batch.inputs.is_empty() {
             let started = Instant::now();
             let written = store.commit(BatchWrite {
                 effects: &batch.effects,
+                inputs: &batch.inputs,
                 idempotency: &batch.records,
             });
             if let Err(error) = written {
@@ -460,6 +498,8 @@ fn commit_loop(store: &mut impl Store, batches: &Receiver<AppliedBatch>, shared:
 }
 
 struct Applier {
+    /// Scheduled work was left over by the last tick: do not wait for requests.
+    work_due: bool,
     platform: Platform,
     receiver: Receiver<Request>,
     config: EngineConfig,
@@ -473,8 +513,17 @@ impl Applier {
     /// Waits for a request, then gathers more up to the batch limits. False when every handle
     /// is gone and the queue is empty.
     fn collect(&mut self, batch: &mut Vec<Request>) -> bool {
-        let Ok(first) = self.receiver.recv() else {
-            return false;
+        // Without requests, wake up anyway to fire scheduled work on time; with work left
+        // over from the last tick, do not wait at all.
+        let wait = if self.work_due {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.config.idle_tick_ms)
+        };
+        let first = match self.receiver.recv_timeout(wait) {
+            Ok(request) => request,
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
         };
         let mut weight = first.weight();
         batch.push(first);
@@ -513,7 +562,18 @@ impl Applier {
     /// Applies a batch in memory and returns what must be committed and answered.
     fn apply(&mut self, batch: &mut Vec<Request>) -> AppliedBatch {
         let now = self.stamp();
-        self.platform.tick(now);
+        let mut inputs = Vec::new();
+        let tick = self
+            .platform
+            .tick(now, self.config.scheduled_work_per_batch_max);
+        if tick.changed {
+            inputs.push(LoggedInput {
+                op: self.platform.ops(),
+                at: now,
+                input: Input::Tick { work: tick.work },
+            });
+        }
+        self.work_due = tick.more_due;
         self.keys.forget_before(Timestamp(
             now.micros()
                 .saturating_sub(secs_to_micros(self.config.idempotency_retention_s)),
@@ -540,10 +600,12 @@ impl Applier {
                         replies.push((reply, answer));
                         continue;
                     }
-                    let results: Vec<CommandResult> = commands
-                        .iter()
-                        .map(|command| self.platform.apply(now, command))
-                        .collect();
+                    let mut results = Vec::with_capacity(commands.len());
+                    for command in &commands {
+                        let result = self.platform.apply(now, command);
+                        inputs.extend(log_entry(command, &result, self.platform.ops(), now));
+                        results.push(result);
+                    }
                     commands_applied += commands.len();
                     if let Some(id) = idempotency {
                         let (status, body) = (id.render)(&results);
@@ -563,6 +625,7 @@ impl Applier {
         }
         AppliedBatch {
             effects: self.platform.take_effects(),
+            inputs,
             records,
             commands: commands_applied,
             replies,

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use domain::{Command, FeeSchedule, NewChannel, NewMerchant, NewPayment, Outcome};
+use domain::{
+    Command, Cycle, FeeSchedule, MerchantTerms, NewChannel, NewMerchant, NewPayment, Outcome,
+};
 use engine::{Clock, Engine, EngineConfig, EngineError, Idempotency, SubmissionReply, SystemClock};
 use ledger::{Amount, Currency, Timestamp};
 use store::{BatchWrite, Recovery, SqliteStore, Store, StoreError, StoreRead, StoreResult};
@@ -33,15 +35,16 @@ fn setup() -> Vec<Command> {
                 rate_ppm: 2_500,
                 ..FeeSchedule::default()
             },
+            settlement_cycle: Cycle::T1,
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),
             name: "Merchant one".into(),
             currency: Currency::CNY,
-            fee: FeeSchedule {
+            terms: MerchantTerms::with_fee(FeeSchedule {
                 rate_ppm: 3_800,
                 ..FeeSchedule::default()
-            },
+            }),
         }),
     ]
 }
@@ -60,7 +63,12 @@ fn payin(trade: &str, amount: i64) -> Command {
 
 fn pending_claims(engine: &Engine) -> i64 {
     engine
-        .query_blocking(|p| p.merchant_balances("M1").unwrap().pending.minor())
+        .query_blocking(|p| {
+            p.merchant_balances("M1", Timestamp(0))
+                .unwrap()
+                .pending
+                .minor()
+        })
         .unwrap()
 }
 
@@ -213,5 +221,145 @@ fn a_failed_commit_stops_the_engine_and_answers_nobody_with_success() {
     let (engine, _) = start(dir.path());
     assert_eq!(engine.query_blocking(|p| p.payment_count()).unwrap(), 0);
     assert_eq!(pending_claims(&engine), 0);
+    engine.shutdown();
+}
+
+fn local(day: &str, hour: u16) -> Timestamp {
+    domain::Date::parse(day).unwrap().at_minute(hour * 60)
+}
+
+/// Moves the test clock and waits until the sequencer has done all work due by then.
+fn move_clock(engine: &Engine, clock: &engine::TestClock, to: Timestamp) {
+    assert!(clock.advance_to(to));
+    while engine.query_blocking(move |p| p.has_due_work(to)).unwrap() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Everything a restart must reproduce: operations, payouts, lots and balances.
+fn state_of(engine: &Engine) -> String {
+    engine
+        .query_blocking(|p| {
+            format!(
+                "{} {:?} {:?} {:?} {:?}",
+                p.ops(),
+                p.payouts(),
+                p.merchant_lots("M1"),
+                p.merchant_balances("M1", Timestamp(0)),
+                p.ledger().trial_balance()
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn scheduled_cutoffs_and_runs_fire_on_the_clock_and_replay_identically_after_restart() {
+    use domain::{
+        AdvanceTerms, BankAccount, CalendarYear, FunderKind, FunderLine, NewChannelSettlement,
+        NewFunder, PayoutKind, PayoutRequest, PayoutResult,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(engine::TestClock::starting_at(local("2026-11-24", 9)));
+    let start_engine = || {
+        let (store, _) = SqliteStore::open(dir.path()).unwrap();
+        let config = EngineConfig {
+            idle_tick_ms: 5,
+            ..EngineConfig::default()
+        };
+        Engine::start(store, config, clock.clone()).unwrap()
+    };
+    let engine = start_engine();
+    let mut terms = MerchantTerms::with_fee(FeeSchedule {
+        rate_ppm: 3_800,
+        ..FeeSchedule::default()
+    });
+    terms.advance = AdvanceTerms {
+        enabled: true,
+        rate_ppm: 500,
+        fixed_fee: Amount::from_minor(200),
+        ..AdvanceTerms::default()
+    };
+    terms.bank_account = Some(BankAccount {
+        holder: "M1".into(),
+        number: "1".into(),
+        bank: "b".into(),
+    });
+    let mut commands = setup();
+    commands[1] = Command::CreateMerchant(NewMerchant {
+        id: "M1".into(),
+        name: "Merchant one".into(),
+        currency: Currency::CNY,
+        terms,
+    });
+    commands.push(Command::LoadCalendarYear {
+        calendar_id: "cn".into(),
+        year: CalendarYear {
+            year: 2026,
+            holidays: Default::default(),
+            workdays: Default::default(),
+            source: "test".into(),
+        },
+    });
+    commands.push(Command::CreateFunder(NewFunder {
+        id: "position".into(),
+        name: "Position".into(),
+        kind: FunderKind::Position,
+        line: FunderLine::Overnight,
+        limit: Amount::from_minor(100_000_000),
+        reset_minute: 0,
+        cost_rate_ppm_per_day: 0,
+        priority: 1,
+    }));
+    commands.push(payin("T1", 10_038_145));
+    assert!(
+        engine
+            .submit_blocking(commands)
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+
+    move_clock(&engine, &clock, local("2026-11-25", 2));
+    let advance = engine
+        .submit_blocking(vec![Command::RequestPayout(PayoutRequest {
+            request_id: "adv".into(),
+            merchant_id: "M1".into(),
+            amount: Amount::from_minor(6_000_000),
+            kind: PayoutKind::Advance,
+        })])
+        .unwrap();
+    let Ok(Outcome::Payout { payout, .. }) = &advance[0] else {
+        panic!("advance refused: {advance:?}");
+    };
+    let id = payout.id;
+    engine
+        .submit_blocking(vec![
+            Command::MarkPayoutSent(id),
+            Command::ResolvePayout {
+                payout: id,
+                result: PayoutResult::Succeeded,
+            },
+        ])
+        .unwrap();
+    move_clock(&engine, &clock, local("2026-11-25", 11));
+    let funded = engine
+        .submit_blocking(vec![Command::RecordChannelSettlement(
+            NewChannelSettlement {
+                channel_id: "C1".into(),
+                business_date: domain::Date::parse("2026-11-24").unwrap(),
+                amount: Amount::from_minor(10_038_145 - 25_095),
+                bank_reference: "B1".into(),
+            },
+        )])
+        .unwrap();
+    assert!(funded[0].is_ok(), "{funded:?}");
+    move_clock(&engine, &clock, local("2026-11-26", 6));
+    let payouts = engine.query_blocking(|p| p.payouts().len()).unwrap();
+    assert_eq!(payouts, 2, "the 05:00 run paid the rest");
+    let before = state_of(&engine);
+    engine.shutdown();
+
+    let engine = start_engine();
+    assert_eq!(state_of(&engine), before);
     engine.shutdown();
 }

@@ -56,14 +56,17 @@ fn apply_and_commit(
     now: Timestamp,
     commands: &[Command],
 ) {
+    let mut inputs = Vec::new();
     for command in commands {
         let result = platform.apply(now, command);
         assert!(result.is_ok(), "{command:?}: {result:?}");
+        inputs.extend(crate::log_entry(command, &result, platform.ops(), now));
     }
     let effects = platform.take_effects();
     store
         .commit(BatchWrite {
             effects: &effects,
+            inputs: &inputs,
             idempotency: &[],
         })
         .expect("commit succeeds");
@@ -80,18 +83,19 @@ fn setup_commands() -> Vec<Command> {
             name: "Channel one".into(),
             currency: Currency::CNY,
             cost: rate(2_500),
+            settlement_cycle: domain::Cycle::T1,
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),
             name: "Merchant one".into(),
             currency: Currency::CNY,
-            fee: rate(3_800),
+            terms: domain::MerchantTerms::with_fee(rate(3_800)),
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M2".into(),
             name: "Merchant two".into(),
             currency: Currency::CNY,
-            fee: rate(6_000),
+            terms: domain::MerchantTerms::with_fee(rate(6_000)),
         }),
     ]
 }
@@ -272,7 +276,10 @@ pub fn reads_find_payments_and_walk_account_history(backend: &impl Backend) {
     assert_eq!(history.len(), 6, "one claim posting per M1 payment");
     assert!(history.windows(2).all(|w| w[0].seq > w[1].seq));
     let total: i64 = history.iter().map(|t| t.amount.minor()).sum();
-    let balance = platform.merchant_balances("M1").expect("balances").pending;
+    let balance = platform
+        .merchant_balances("M1", T0)
+        .expect("balances")
+        .pending;
     assert_eq!(total, balance.minor());
     assert_eq!(
         reader.transfer(history[0].seq).expect("read"),
@@ -296,6 +303,7 @@ pub fn failed_commit_writes_nothing(backend: &impl Backend) {
     store
         .commit(BatchWrite {
             effects: &empty,
+            inputs: &[],
             idempotency: std::slice::from_ref(&record),
         })
         .expect("first use of the key");
@@ -303,6 +311,7 @@ pub fn failed_commit_writes_nothing(backend: &impl Backend) {
     let effects = platform.take_effects();
     let refused = store.commit(BatchWrite {
         effects: &effects,
+        inputs: &[],
         idempotency: std::slice::from_ref(&record),
     });
     assert!(
@@ -335,6 +344,7 @@ pub fn idempotency_records_round_trip_and_respect_the_horizon(backend: &impl Bac
     store
         .commit(BatchWrite {
             effects: &empty,
+            inputs: &[],
             idempotency: &[old.clone(), new.clone()],
         })
         .expect("commit");

@@ -15,11 +15,12 @@
 //! Architecture invariant: only this crate knows SQL and table layouts; it converts between
 //! rows and domain types explicitly.
 
+mod codec;
 pub mod conformance;
 mod sqlite;
 
-use domain::{Channel, Effects, Merchant, Payment, PaymentId};
-use ledger::{Account, AccountId, Timestamp, Transfer};
+use domain::{Command, Effects, NewPayment, Payment, PaymentId};
+use ledger::{AccountId, Timestamp, Transfer};
 
 pub use sqlite::{SqliteReader, SqliteStore};
 
@@ -64,22 +65,39 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
-/// Everything one batch made durable at once.
+/// An input to the platform that changed its state: replaying every input in operation order
+/// with its timestamp rebuilds the state exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Command(Command),
+    /// A tick of the clock that fired scheduled work (`work` pieces of it).
+    Tick {
+        work: u32,
+    },
+}
+
+/// An input with its operation number and the timestamp it was applied at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedInput {
+    pub op: u64,
+    pub at: Timestamp,
+    pub input: Input,
+}
+
+/// Everything one batch made durable at once. Pay-ins are logged through their payment rows
+/// (`effects.payments`, which carry their operation number); every other input is in `inputs`.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchWrite<'a> {
     pub effects: &'a Effects,
+    pub inputs: &'a [LoggedInput],
     pub idempotency: &'a [IdempotencyRecord],
 }
 
-/// Receives the stored state during recovery, in the order it must be applied: accounts,
-/// channels, merchants, then transfers by sequence, then payments by id, then idempotency
-/// records newer than the horizon the caller chose.
+/// Receives the stored state during recovery: every logged input in operation order (pay-ins
+/// rebuilt from their payment rows), then the idempotency records newer than the horizon the
+/// caller chose.
 pub trait Recovery {
-    fn account(&mut self, account: &Account) -> StoreResult<()>;
-    fn channel(&mut self, channel: Channel) -> StoreResult<()>;
-    fn merchant(&mut self, merchant: Merchant) -> StoreResult<()>;
-    fn transfer(&mut self, transfer: &Transfer, fingerprint: u64) -> StoreResult<()>;
-    fn payment(&mut self, payment: &Payment) -> StoreResult<()>;
+    fn input(&mut self, input: LoggedInput) -> StoreResult<()>;
     fn idempotency(
         &mut self,
         key: &str,
@@ -157,8 +175,9 @@ pub trait StoreRead: Send + Sync + 'static {
 /// when it was first used.
 pub type RecentKey = (String, [u8; 32], Timestamp);
 
-/// Rebuilds the platform from storage, returning it with the idempotency keys (and request
-/// digests) recorded since `idempotency_since`.
+/// Rebuilds the platform from storage by replaying its logged inputs, returning it with the
+/// idempotency keys recorded since `idempotency_since`. Every input must apply as it did the
+/// first time (same operation number, a change of state); anything else is corruption.
 pub fn load_platform(
     store: &mut dyn Store,
     idempotency_since: Timestamp,
@@ -168,28 +187,32 @@ pub fn load_platform(
         keys: Vec<RecentKey>,
     }
     impl Recovery for Loader {
-        fn account(&mut self, account: &Account) -> StoreResult<()> {
-            self.platform
-                .restore_account(account)
-                .map_err(|e| StoreError::Recovery(format!("account {}: {e:?}", account.spec.id.0)))
-        }
-        fn channel(&mut self, channel: Channel) -> StoreResult<()> {
-            self.platform.restore_channel(channel);
+        fn input(&mut self, logged: LoggedInput) -> StoreResult<()> {
+            let refused =
+                |detail: String| StoreError::Recovery(format!("operation {}: {detail}", logged.op));
+            if logged.op != self.platform.ops() + 1 {
+                return Err(refused(format!(
+                    "expected operation {}",
+                    self.platform.ops() + 1
+                )));
+            }
+            match &logged.input {
+                Input::Tick { work } => {
+                    let report = self.platform.tick(logged.at, *work as usize);
+                    if !report.changed {
+                        return Err(refused("the tick changed nothing on replay".into()));
+                    }
+                }
+                Input::Command(command) => match self.platform.apply(logged.at, command) {
+                    Ok(outcome) if outcome.changed_state() => {}
+                    other => return Err(refused(format!("replayed as {other:?}"))),
+                },
+            }
+            drop(self.platform.take_effects());
+            if self.platform.ops() != logged.op {
+                return Err(refused("operation numbers diverged".into()));
+            }
             Ok(())
-        }
-        fn merchant(&mut self, merchant: Merchant) -> StoreResult<()> {
-            self.platform.restore_merchant(merchant);
-            Ok(())
-        }
-        fn transfer(&mut self, transfer: &Transfer, fingerprint: u64) -> StoreResult<()> {
-            self.platform
-                .restore_transfer(transfer, fingerprint)
-                .map_err(|e| StoreError::Recovery(format!("transfer {}: {e:?}", transfer.seq)))
-        }
-        fn payment(&mut self, payment: &Payment) -> StoreResult<()> {
-            self.platform
-                .restore_payment(payment)
-                .map_err(|e| StoreError::Recovery(format!("payment {}: {e:?}", payment.id.0)))
         }
         fn idempotency(
             &mut self,
@@ -207,4 +230,37 @@ pub fn load_platform(
     };
     store.load(&mut loader, idempotency_since)?;
     Ok((loader.platform, loader.keys))
+}
+
+/// What the engine logs for an applied command: the command with its operation number when
+/// it changed the state, except pay-ins, whose payment rows are their log.
+pub fn log_entry(
+    command: &Command,
+    result: &domain::CommandResult,
+    ops: u64,
+    at: Timestamp,
+) -> Option<LoggedInput> {
+    let changed = result.as_ref().is_ok_and(domain::Outcome::changed_state);
+    (changed && !matches!(command, Command::RecordPayment(_))).then(|| LoggedInput {
+        op: ops,
+        at,
+        input: Input::Command(command.clone()),
+    })
+}
+
+/// The pay-in command a stored payment was recorded by.
+pub(crate) fn payment_input(payment: &Payment) -> LoggedInput {
+    LoggedInput {
+        op: payment.op,
+        at: payment.created_at,
+        input: Input::Command(Command::RecordPayment(NewPayment {
+            channel_id: payment.channel_id.clone(),
+            merchant_id: payment.merchant_id.clone(),
+            channel_trade_no: payment.channel_trade_no.clone(),
+            merchant_order_no: payment.merchant_order_no.clone(),
+            amount: payment.amount,
+            currency: payment.currency,
+            paid_at: payment.paid_at,
+        })),
+    }
 }

@@ -4,16 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use domain::{Channel, FeeSchedule, Merchant, MerchantAccounts, Payment, PaymentId};
-use ledger::{
-    Account, AccountFlags, AccountId, AccountKind, Amount, Balances, Currency, NewAccount,
-    Timestamp, Transfer, TransferFlags, TransferId,
-};
+use domain::{Payment, PaymentId};
+use ledger::{AccountId, Amount, Currency, Timestamp, Transfer, TransferFlags, TransferId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    ApiKeyRecord, BatchWrite, IdempotencyRecord, PaymentPage, PaymentQuery, Recovery, Store,
-    StoreError, StoreRead, StoreResult,
+    ApiKeyRecord, BatchWrite, IdempotencyRecord, LoggedInput, PaymentPage, PaymentQuery, Recovery,
+    Store, StoreError, StoreRead, StoreResult, codec,
 };
 
 /// The database file's name inside the data directory.
@@ -26,18 +23,15 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 /// Never edit a migration that has shipped: add a new one.
 const MIGRATIONS: &[&str] = &[r"
-CREATE TABLE accounts (
-    id           INTEGER PRIMARY KEY,
-    currency     TEXT    NOT NULL,
-    kind         INTEGER NOT NULL,
-    flags        INTEGER NOT NULL,
-    credit_limit INTEGER NOT NULL,
-    code         INTEGER NOT NULL,
-    user_data    INTEGER NOT NULL,
-    created_at   INTEGER NOT NULL
+-- Every input that changed the platform's state, except pay-ins (their payment rows below
+-- are their log). Replayed in operation order on start.
+CREATE TABLE inputs (
+    op   INTEGER PRIMARY KEY,
+    at   INTEGER NOT NULL,
+    body TEXT    NOT NULL
 ) STRICT;
 
--- The ledger journal. Append-only; seq is the rowid, so inserts are sequential.
+-- The ledger journal, for history. Append-only; seq is the rowid, so inserts are sequential.
 CREATE TABLE transfers (
     seq          INTEGER PRIMARY KEY,
     id           BLOB    NOT NULL,
@@ -55,34 +49,6 @@ CREATE TABLE transfers (
     fingerprint  INTEGER NOT NULL
 ) STRICT;
 
-CREATE TABLE channels (
-    idx                INTEGER PRIMARY KEY,
-    id                 TEXT    NOT NULL UNIQUE,
-    name               TEXT    NOT NULL,
-    currency           TEXT    NOT NULL,
-    cost_rate_ppm      INTEGER NOT NULL,
-    cost_min           INTEGER NOT NULL,
-    cost_max           INTEGER NOT NULL,
-    receivable_account INTEGER NOT NULL,
-    created_at         INTEGER NOT NULL
-) STRICT;
-
-CREATE TABLE merchants (
-    idx               INTEGER PRIMARY KEY,
-    id                TEXT    NOT NULL UNIQUE,
-    name              TEXT    NOT NULL,
-    currency          TEXT    NOT NULL,
-    fee_rate_ppm      INTEGER NOT NULL,
-    fee_min           INTEGER NOT NULL,
-    fee_max           INTEGER NOT NULL,
-    account_pending   INTEGER NOT NULL,
-    account_available INTEGER NOT NULL,
-    account_frozen    INTEGER NOT NULL,
-    account_advanced  INTEGER NOT NULL,
-    account_debt      INTEGER NOT NULL,
-    created_at        INTEGER NOT NULL
-) STRICT;
-
 -- Append-only; id is the rowid. No secondary index: a merchant's payments are found by
 -- following merchant_prev_id from its newest payment.
 CREATE TABLE payments (
@@ -98,7 +64,9 @@ CREATE TABLE payments (
     channel_cost      INTEGER NOT NULL,
     merchant_claim    INTEGER NOT NULL,
     created_at        INTEGER NOT NULL,
-    merchant_prev_id  INTEGER NOT NULL  -- the merchant's previous payment; 0 for none
+    merchant_prev_id  INTEGER NOT NULL, -- the merchant's previous payment; 0 for none
+    business_date     INTEGER NOT NULL, -- days since 1970-01-01
+    op                INTEGER NOT NULL  -- the operation that recorded it
 ) STRICT;
 
 CREATE TABLE idempotency (
@@ -271,48 +239,8 @@ fn currency(text: &str) -> StoreResult<Currency> {
     Currency::parse(text).ok_or_else(|| StoreError::Corrupt(format!("currency {text:?}")))
 }
 
-fn kind_code(kind: AccountKind) -> i64 {
-    match kind {
-        AccountKind::Asset => 1,
-        AccountKind::Liability => 2,
-        AccountKind::Income => 3,
-        AccountKind::Expense => 4,
-        AccountKind::Equity => 5,
-    }
-}
-
-fn code_kind(code: i64) -> StoreResult<AccountKind> {
-    Ok(match code {
-        1 => AccountKind::Asset,
-        2 => AccountKind::Liability,
-        3 => AccountKind::Income,
-        4 => AccountKind::Expense,
-        5 => AccountKind::Equity,
-        other => return Err(StoreError::Corrupt(format!("account kind {other}"))),
-    })
-}
-
 fn u16_of(value: i64, what: &str) -> StoreResult<u16> {
     u16::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
-}
-
-fn account_from_row(row: &Row<'_>) -> StoreResult<Account> {
-    let flags: i64 = row.get(3)?;
-    Ok(Account {
-        spec: NewAccount {
-            id: AccountId(int_u64(row.get(0)?)),
-            currency: currency(&row.get::<_, String>(1)?)?,
-            kind: code_kind(row.get(2)?)?,
-            flags: AccountFlags::from_bits(u16_of(flags, "account flags")?)
-                .ok_or_else(|| StoreError::Corrupt(format!("account flags {flags}")))?,
-            credit_limit: Amount::from_minor(row.get(4)?),
-            code: u16_of(row.get(5)?, "account code")?,
-            user_data: int_u64(row.get(6)?),
-        },
-        balances: Balances::default(),
-        timestamp: Timestamp(row.get(7)?),
-        last_seq: 0,
-    })
 }
 
 const TRANSFER_COLUMNS: &str = "seq, id, debit, credit, amount, pending_id, timeout_s, flags, \
@@ -340,46 +268,9 @@ fn transfer_from_row(row: &Row<'_>) -> StoreResult<(Transfer, u64)> {
     Ok((transfer, int_u64(row.get(13)?)))
 }
 
-fn schedule(rate: i64, min: i64, max: i64) -> StoreResult<FeeSchedule> {
-    Ok(FeeSchedule {
-        rate_ppm: u32::try_from(rate).map_err(|_| StoreError::Corrupt(format!("rate {rate}")))?,
-        min: Amount::from_minor(min),
-        max: Amount::from_minor(max),
-    })
-}
-
-fn channel_from_row(row: &Row<'_>) -> StoreResult<Channel> {
-    Ok(Channel {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        currency: currency(&row.get::<_, String>(2)?)?,
-        cost: schedule(row.get(3)?, row.get(4)?, row.get(5)?)?,
-        receivable_account: AccountId(int_u64(row.get(6)?)),
-        created_at: Timestamp(row.get(7)?),
-    })
-}
-
-fn merchant_from_row(row: &Row<'_>) -> StoreResult<Merchant> {
-    let account = |i: usize| -> StoreResult<AccountId> { Ok(AccountId(int_u64(row.get(i)?))) };
-    Ok(Merchant {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        currency: currency(&row.get::<_, String>(2)?)?,
-        fee: schedule(row.get(3)?, row.get(4)?, row.get(5)?)?,
-        accounts: MerchantAccounts {
-            pending: account(6)?,
-            available: account(7)?,
-            frozen: account(8)?,
-            advanced: account(9)?,
-            debt: account(10)?,
-        },
-        created_at: Timestamp(row.get(11)?),
-    })
-}
-
 const PAYMENT_COLUMNS: &str = "id, channel_id, merchant_id, channel_trade_no, merchant_order_no, \
                                amount, currency, paid_at, merchant_fee, channel_cost, \
-                               merchant_claim, created_at, merchant_prev_id";
+                               merchant_claim, created_at, merchant_prev_id, business_date, op";
 
 fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
     Ok(Payment {
@@ -399,6 +290,11 @@ fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
             0 => None,
             id => Some(PaymentId(id)),
         },
+        business_date: domain::Date::from_days(
+            i32::try_from(row.get::<_, i64>(13)?)
+                .map_err(|_| StoreError::Corrupt("business date".into()))?,
+        ),
+        op: int_u64(row.get(14)?),
     })
 }
 
@@ -499,7 +395,9 @@ fn bind_payment(
     s.raw_bind_parameter(base + 10, p.channel_cost.minor())?;
     s.raw_bind_parameter(base + 11, p.merchant_claim.minor())?;
     s.raw_bind_parameter(base + 12, p.created_at.micros())?;
-    s.raw_bind_parameter(base + 13, u64_int(p.merchant_prev_id.map_or(0, |id| id.0)))
+    s.raw_bind_parameter(base + 13, u64_int(p.merchant_prev_id.map_or(0, |id| id.0)))?;
+    s.raw_bind_parameter(base + 14, i64::from(p.business_date.days()))?;
+    s.raw_bind_parameter(base + 15, u64_int(p.op))
 }
 
 impl Store for SqliteStore {
@@ -509,44 +407,50 @@ impl Store for SqliteStore {
         idempotency_since: Timestamp,
     ) -> StoreResult<()> {
         let conn = &self.conn;
-        for_each_row(
-            conn,
-            "SELECT id, currency, kind, flags, credit_limit, code, user_data, created_at
-             FROM accounts ORDER BY id",
-            [],
-            |row| recovery.account(&account_from_row(row)?),
-        )?;
-        for_each_row(
-            conn,
-            "SELECT id, name, currency, cost_rate_ppm, cost_min, cost_max, receivable_account,
-                    created_at
-             FROM channels ORDER BY idx",
-            [],
-            |row| recovery.channel(channel_from_row(row)?),
-        )?;
-        for_each_row(
-            conn,
-            "SELECT id, name, currency, fee_rate_ppm, fee_min, fee_max, account_pending,
-                    account_available, account_frozen, account_advanced, account_debt, created_at
-             FROM merchants ORDER BY idx",
-            [],
-            |row| recovery.merchant(merchant_from_row(row)?),
-        )?;
-        for_each_row(
-            conn,
-            &format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY seq"),
-            [],
-            |row| {
-                let (transfer, fingerprint) = transfer_from_row(row)?;
-                recovery.transfer(&transfer, fingerprint)
-            },
-        )?;
-        for_each_row(
-            conn,
-            &format!("SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY id"),
-            [],
-            |row| recovery.payment(&payment_from_row(row)?),
-        )?;
+        // Merge the two logs, inputs and payments, by operation number.
+        let mut inputs_statement = conn.prepare("SELECT op, at, body FROM inputs ORDER BY op")?;
+        let mut inputs = inputs_statement.query([])?;
+        let mut payments_statement = conn.prepare(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY id"
+        ))?;
+        let mut payments = payments_statement.query([])?;
+        let next_input = |rows: &mut rusqlite::Rows<'_>| -> StoreResult<Option<LoggedInput>> {
+            match rows.next()? {
+                Some(row) => Ok(Some(LoggedInput {
+                    op: int_u64(row.get(0)?),
+                    at: Timestamp(row.get(1)?),
+                    input: codec::decode(&row.get::<_, String>(2)?)?,
+                })),
+                None => Ok(None),
+            }
+        };
+        let next_payment = |rows: &mut rusqlite::Rows<'_>| -> StoreResult<Option<LoggedInput>> {
+            match rows.next()? {
+                Some(row) => Ok(Some(crate::payment_input(&payment_from_row(row)?))),
+                None => Ok(None),
+            }
+        };
+        let mut input = next_input(&mut inputs)?;
+        let mut payment = next_payment(&mut payments)?;
+        loop {
+            let take_input = match (&input, &payment) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(i), Some(p)) => i.op < p.op,
+            };
+            if take_input {
+                if let Some(logged) = input.take() {
+                    recovery.input(logged)?;
+                }
+                input = next_input(&mut inputs)?;
+            } else {
+                if let Some(logged) = payment.take() {
+                    recovery.input(logged)?;
+                }
+                payment = next_payment(&mut payments)?;
+            }
+        }
         for_each_row(
             conn,
             "SELECT key, request_hash, created_at FROM idempotency WHERE created_at >= ?1
@@ -567,23 +471,14 @@ impl Store for SqliteStore {
     fn commit(&mut self, batch: BatchWrite<'_>) -> StoreResult<()> {
         let tx = self.conn.transaction()?;
         let effects = batch.effects;
-        if !effects.journal.accounts.is_empty() {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO accounts (id, currency, kind, flags, credit_limit, code, user_data,
-                                       created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for account in &effects.journal.accounts {
-                let s = &account.spec;
+        if !batch.inputs.is_empty() {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO inputs (op, at, body) VALUES (?1, ?2, ?3)")?;
+            for logged in batch.inputs {
                 insert.execute(params![
-                    u64_int(s.id.0),
-                    s.currency.as_str(),
-                    kind_code(s.kind),
-                    i64::from(s.flags.bits()),
-                    s.credit_limit.minor(),
-                    i64::from(s.code),
-                    u64_int(s.user_data),
-                    account.timestamp.micros(),
+                    u64_int(logged.op),
+                    logged.at.micros(),
+                    codec::encode(&logged.input)
                 ])?;
             }
         }
@@ -594,46 +489,6 @@ impl Store for SqliteStore {
             &effects.journal.transfers,
             bind_transfer,
         )?;
-        for c in &effects.channels {
-            tx.prepare_cached(
-                "INSERT INTO channels (id, name, currency, cost_rate_ppm, cost_min, cost_max,
-                                       receivable_account, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                c.id,
-                c.name,
-                c.currency.as_str(),
-                i64::from(c.cost.rate_ppm),
-                c.cost.min.minor(),
-                c.cost.max.minor(),
-                u64_int(c.receivable_account.0),
-                c.created_at.micros(),
-            ])?;
-        }
-        for m in &effects.merchants {
-            let a = &m.accounts;
-            tx.prepare_cached(
-                "INSERT INTO merchants (id, name, currency, fee_rate_ppm, fee_min, fee_max,
-                    account_pending, account_available, account_frozen, account_advanced,
-                    account_debt, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                m.id,
-                m.name,
-                m.currency.as_str(),
-                i64::from(m.fee.rate_ppm),
-                m.fee.min.minor(),
-                m.fee.max.minor(),
-                u64_int(a.pending.0),
-                u64_int(a.available.0),
-                u64_int(a.frozen.0),
-                u64_int(a.advanced.0),
-                u64_int(a.debt.0),
-                m.created_at.micros(),
-            ])?;
-        }
         insert_many(
             &tx,
             "payments",

@@ -72,10 +72,10 @@ pub fn run(args: &AccountsArgs) -> anyhow::Result<()> {
             id: format!("M{m:08}"),
             name: format!("Merchant {m}"),
             currency: Currency::CNY,
-            fee: FeeSchedule {
+            terms: domain::MerchantTerms::with_fee(FeeSchedule {
                 rate_ppm: 3_800,
                 ..FeeSchedule::default()
-            },
+            }),
         });
         if platform.apply(now, &command).is_err() {
             bail!("merchant creation refused");

@@ -119,13 +119,14 @@ async fn setup(engine: &Engine, merchants: u64) -> anyhow::Result<()> {
         name: "Hot channel".into(),
         currency: Currency::CNY,
         cost: rate(2_500),
+        settlement_cycle: domain::Cycle::T1,
     })];
     commands.extend((0..merchants).map(|m| {
         Command::CreateMerchant(NewMerchant {
             id: format!("M{m}"),
             name: format!("Merchant {m}"),
             currency: Currency::CNY,
-            fee: rate(3_800),
+            terms: domain::MerchantTerms::with_fee(rate(3_800)),
         })
     }));
     for chunk in commands.chunks(4_096) {
