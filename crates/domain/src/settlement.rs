@@ -268,7 +268,7 @@ pub struct ScheduledWork {
 #[derive(Clone, Debug, Default)]
 pub struct Settlements {
     lots: Vec<Lot>,
-    lot_index: HashMap<(u32, u32, Date), LotId>,
+    lot_index: ledger::IdMap<(u32, u32, Date), LotId>,
     /// Per merchant: its lots that still hold claims, oldest first.
     merchant_lots: Vec<Vec<LotId>>,
     channel_day_lots: HashMap<(u32, Date), Vec<LotId>>,

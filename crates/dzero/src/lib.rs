@@ -2,6 +2,7 @@
 //! HTTP client, so that integration tests drive exactly what the binary runs.
 
 pub mod bench;
+pub mod calendars;
 pub mod client;
 pub mod payouts;
 pub mod server;

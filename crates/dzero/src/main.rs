@@ -18,6 +18,15 @@ enum Commands {
     /// Run a benchmark; the last line printed is its figure.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Business calendars.
+    #[command(subcommand)]
+    Calendar(CalendarCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CalendarCommand {
+    /// Load (or replace) calendar years from a JSON or CSV file into a running server.
+    Load(dzero::calendars::LoadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +48,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(server::run(args))
+        }
+        Commands::Calendar(CalendarCommand::Load(args)) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(dzero::calendars::load(&args))
         }
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
         Commands::Bench(BenchCommand::Http(args)) => bench::http::run(&args),

@@ -97,6 +97,18 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     }
     let engine =
         Engine::start(store, args.engine_config(), clock.clone()).context("starting the engine")?;
+    let missing = engine
+        .query(crate::calendars::bundled_missing)
+        .await
+        .context("reading calendars")??;
+    if !missing.is_empty() {
+        let years = missing.len();
+        engine
+            .submit(missing, None)
+            .await
+            .context("loading calendars")?;
+        tracing::info!(years, "bundled calendar years loaded");
+    }
     tokio::spawn(crate::payouts::dispatch(
         engine.clone(),
         Arc::new(crate::payouts::SandboxPayoutChannel),

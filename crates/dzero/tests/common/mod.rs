@@ -19,10 +19,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server under `--sandbox` whose test clock starts at `at` (RFC 3339).
+    pub async fn sandbox(at: &str) -> TestServer {
+        let at = at.to_owned();
+        TestServer::start_with(move |args| {
+            args.sandbox = true;
+            args.sandbox_start = Some(at);
+        })
+        .await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut ServeArgs)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let started = start(&ServeArgs::for_dir(dir.path().to_path_buf()))
-            .await
-            .unwrap();
+        let mut args = ServeArgs::for_dir(dir.path().to_path_buf());
+        configure(&mut args);
+        let started = start(&args).await.unwrap();
         let admin_key = std::fs::read_to_string(dir.path().join("admin.key"))
             .unwrap()
             .trim()
