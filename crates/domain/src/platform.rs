@@ -809,7 +809,15 @@ impl Platform {
         self.ledger
             .apply_chain(now, &events)
             .map_err(|failure| DomainError::Ledger(failure.error))?;
-        let business_date = business_date(now, cutoff);
+        let business_date = self.settlements.add_claim(
+            merchant_index,
+            channel_index,
+            business_date(now, cutoff),
+            merchant_claim,
+            Amount::from_minor(new.amount.minor() - channel_cost.minor()),
+            merchant_fee < channel_cost,
+            cycle,
+        );
         let payment = Payment {
             id: payment_id,
             channel_id: new.channel_id.clone(),
@@ -827,15 +835,6 @@ impl Platform {
             business_date,
             op: self.ops + 1,
         };
-        self.settlements.add_claim(
-            merchant_index,
-            channel_index,
-            business_date,
-            merchant_claim,
-            Amount::from_minor(new.amount.minor() - channel_cost.minor()),
-            merchant_fee < channel_cost,
-            cycle,
-        );
         self.next_payment_id += 1;
         self.merchant_last_payment[merchant_index as usize] = Some(payment_id);
         self.trades[channel_index as usize].insert(

@@ -281,7 +281,8 @@ pub struct Settlements {
     /// Per merchant: its scheduled work, to replace it when terms change.
     merchant_schedule: Vec<Vec<ScheduledWork>>,
     /// Per merchant: advance claims drawn on one local date.
-    advance_day: Vec<(Date, Amount)>,
+    /// (local date, drawn that date, the daily limit in force at the last draw).
+    advance_day: Vec<(Date, Amount, Amount)>,
     /// Per merchant: claims drawn by advances on lots not funded yet.
     outstanding: Vec<Amount>,
 }
@@ -324,7 +325,8 @@ impl Settlements {
         debug_assert_eq!(merchant as usize, self.merchant_lots.len());
         self.merchant_lots.push(Vec::new());
         self.merchant_schedule.push(Vec::new());
-        self.advance_day.push((Date::from_days(0), Amount::ZERO));
+        self.advance_day
+            .push((Date::from_days(0), Amount::ZERO, Amount::ZERO));
         self.outstanding.push(Amount::ZERO);
         self.schedule_merchant(merchant, terms, now);
     }
@@ -407,7 +409,15 @@ impl Settlements {
         expected: Amount,
         below_floor: bool,
         cycle: Cycle,
-    ) {
+    ) -> Date {
+        // A day already cut off takes no more claims (its lot may be sealed or even funded,
+        // for instance after a change of cutoff time): the claim belongs to the next day.
+        let mut business_date = business_date;
+        while let Some(id) = self.lot_index.get(&(merchant, channel, business_date))
+            && self.lots[id.0 as usize].state != LotState::Open
+        {
+            business_date = business_date.plus_days(1);
+        }
         let id = match self.lot_index.get(&(merchant, channel, business_date)) {
             Some(id) => *id,
             None => {
@@ -442,6 +452,7 @@ impl Settlements {
         lot.expected_from_channel =
             Amount::from_minor(lot.expected_from_channel.minor() + expected.minor());
         lot.below_floor_payins += u32::from(below_floor);
+        business_date
     }
 
     /// Totals over a merchant's unfunded lots: (claims, remaining).
@@ -623,7 +634,7 @@ impl Platform {
             );
         }
         if a.limit_daily.is_positive() {
-            let (day, drawn) = self.settlements.advance_day[merchant as usize];
+            let (day, drawn, _) = self.settlements.advance_day[merchant as usize];
             let today_drawn = if day == local_date(now) {
                 drawn.minor()
             } else {
@@ -940,10 +951,11 @@ impl Platform {
             *outstanding = add(*outstanding, need);
             let today = local_date(now);
             let day = &mut self.settlements.advance_day[merchant as usize];
+            let limit = terms.advance.limit_daily;
             *day = if day.0 == today {
-                (today, add(day.1, need))
+                (today, add(day.1, need), limit)
             } else {
-                (today, need)
+                (today, need, limit)
             };
         }
         let payout = Payout {
@@ -1419,36 +1431,57 @@ impl Platform {
                 return Err(format!("funded lot {:?} still carries exposure", lot.id));
             }
         }
+        // One pass over lots and payouts, summed per merchant.
+        #[derive(Default, Clone, Copy)]
+        struct Sums {
+            pending: i64,
+            available: i64,
+            exposure: i64,
+            given: i64,
+            claims: i64,
+            taken: i64,
+        }
+        let mut sums = vec![Sums::default(); self.merchants.len()];
+        for lot in lots {
+            let s = &mut sums[lot.merchant as usize];
+            if lot.is_funded() {
+                s.available += lot.remaining().minor();
+            } else {
+                s.pending += lot.claims.minor() - lot.drawn.minor();
+            }
+            s.exposure += lot.exposures.iter().map(|(_, a)| a.minor()).sum::<i64>();
+            s.given += lot.drawn.minor() + lot.paid.minor();
+            s.claims += lot.claims.minor();
+        }
+        for payout in &self.settlements.payouts {
+            if payout.status != PayoutStatus::Failed
+                && let Some(index) = self.merchant_index.get(&payout.merchant_id)
+            {
+                sums[*index as usize].taken += payout.amount.minor() + payout.fee.minor();
+            }
+        }
         for (index, m) in self.merchants.iter().enumerate() {
-            let index = index as u32;
-            let mine = || lots.iter().filter(move |l| l.merchant == index);
-            let pending: i64 = mine()
-                .filter(|l| !l.is_funded())
-                .map(|l| l.claims.minor() - l.drawn.minor())
-                .sum();
-            let available: i64 = mine()
-                .filter(|l| l.is_funded())
-                .map(|l| l.remaining().minor())
-                .sum();
-            let exposure: i64 = mine()
-                .flat_map(|l| l.exposures.iter().map(|(_, a)| a.minor()))
-                .sum();
+            let s = sums[index];
             let checks = [
-                ("pending", self.balance(m.accounts.pending).minor(), pending),
+                (
+                    "pending",
+                    self.balance(m.accounts.pending).minor(),
+                    s.pending,
+                ),
                 (
                     "available",
                     self.balance(m.accounts.available).minor(),
-                    available,
+                    s.available,
                 ),
                 (
                     "advanced",
                     self.balance(m.accounts.advanced).minor(),
-                    exposure,
+                    s.exposure,
                 ),
                 (
                     "outstanding",
-                    self.settlements.outstanding[index as usize].minor(),
-                    exposure,
+                    self.settlements.outstanding[index].minor(),
+                    s.exposure,
                 ),
             ];
             for (name, ledger_side, lot_side) in checks {
@@ -1461,24 +1494,15 @@ impl Platform {
             }
             // No loss by design: what payouts took (amount + fee, unless failed) is exactly
             // what the lots gave, and never more than the claims.
-            let taken: i64 = self
-                .settlements
-                .payouts
-                .iter()
-                .filter(|p| p.merchant_id == m.id && p.status != PayoutStatus::Failed)
-                .map(|p| p.amount.minor() + p.fee.minor())
-                .sum();
-            let given: i64 = mine().map(|l| l.drawn.minor() + l.paid.minor()).sum();
-            let claims: i64 = mine().map(|l| l.claims.minor()).sum();
-            if taken != given || given > claims {
+            if s.taken != s.given || s.given > s.claims {
                 return Err(format!(
-                    "merchant {}: payouts took {taken}, lots gave {given}, claims {claims}",
-                    m.id
+                    "merchant {}: payouts took {}, lots gave {}, claims {}",
+                    m.id, s.taken, s.given, s.claims
                 ));
             }
-            let (day, drawn) = self.settlements.advance_day[index as usize];
-            let terms = m.terms_at(day.at_minute(0));
-            if terms.advance.limit_daily.is_positive() && drawn > terms.advance.limit_daily {
+            // Each draw checks the limit in force when it is made; terms may change later.
+            let (_, drawn, limit) = self.settlements.advance_day[index];
+            if limit.is_positive() && drawn > limit {
                 return Err(format!("merchant {}: daily advance limit exceeded", m.id));
             }
         }
