@@ -19,17 +19,19 @@ pub enum Scope {
     MerchantsWrite,
     PaymentsWrite,
     PayoutsWrite,
+    RefundsWrite,
     SettlementsWrite,
     Read,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Admin,
         Scope::ChannelsWrite,
         Scope::MerchantsWrite,
         Scope::PaymentsWrite,
         Scope::PayoutsWrite,
+        Scope::RefundsWrite,
         Scope::SettlementsWrite,
         Scope::Read,
     ];
@@ -41,6 +43,7 @@ impl Scope {
             Scope::MerchantsWrite => "merchants:write",
             Scope::PaymentsWrite => "payments:write",
             Scope::PayoutsWrite => "payouts:write",
+            Scope::RefundsWrite => "refunds:write",
             Scope::SettlementsWrite => "settlements:write",
             Scope::Read => "read",
         }

@@ -99,6 +99,7 @@ pub struct CreateMerchant {
     pub reserve_ratio_ppm: Option<u32>,
     pub bank_account: Option<crate::dto_settlement::BankAccountDto>,
     pub calendar: Option<String>,
+    pub refund_fee_returned: Option<bool>,
 }
 
 impl CreateMerchant {
@@ -112,6 +113,7 @@ impl CreateMerchant {
             reserve_ratio_ppm: self.reserve_ratio_ppm,
             bank_account: self.bank_account,
             calendar: self.calendar,
+            refund_fee_returned: self.refund_fee_returned,
             effective_from: None,
         }
     }

@@ -94,6 +94,8 @@ pub struct TermsIn {
     pub reserve_ratio_ppm: Option<u32>,
     pub bank_account: Option<BankAccountDto>,
     pub calendar: Option<String>,
+    /// Whether refunds give back the matching share of the merchant fee (default false).
+    pub refund_fee_returned: Option<bool>,
     /// RFC 3339; defaults to now. Only for a new version of existing terms.
     pub effective_from: Option<String>,
 }
@@ -167,6 +169,7 @@ impl TermsIn {
                 bank: b.bank.clone(),
             }),
             calendar: self.calendar.clone().unwrap_or_else(|| "cn".into()),
+            refund_fee_returned: self.refund_fee_returned.unwrap_or(false),
         })
     }
 }
@@ -181,6 +184,7 @@ pub struct TermsOut {
     pub reserve_ratio_ppm: u32,
     pub bank_account: Option<BankAccountDto>,
     pub calendar: String,
+    pub refund_fee_returned: bool,
 }
 
 impl From<&MerchantTerms> for TermsOut {
@@ -216,6 +220,7 @@ impl From<&MerchantTerms> for TermsOut {
                 bank: b.bank.clone(),
             }),
             calendar: t.calendar.clone(),
+            refund_fee_returned: t.refund_fee_returned,
         }
     }
 }
@@ -410,4 +415,63 @@ pub fn lot_out(lot: &Lot, channel_id: &str) -> serde_json::Value {
         "below_floor_payins": lot.below_floor_payins,
         "funded_at": lot.funded_at.map(format_timestamp),
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    pub payment_id: String,
+    pub amount: Number,
+    /// Makes retries return the first refund (default: the Idempotency-Key).
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReversal {
+    pub payment_id: String,
+    pub amount: Number,
+    /// The channel's reference of the reversal or chargeback.
+    pub reference: String,
+}
+
+pub fn refund_out(r: &domain::Refund) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("rf_{}", r.id),
+        "kind": r.kind.as_str(),
+        "request_id": r.request_id,
+        "payment_id": crate::dto::payment_id_text(r.payment_id),
+        "merchant_id": r.merchant_id,
+        "amount": r.amount.minor(),
+        "fee_returned": r.fee_returned.minor(),
+        "from_claims": r.from_claims.minor(),
+        "debt": r.debt.minor(),
+        "created_at": format_timestamp(r.created_at),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHold {
+    pub hold_id: Option<String>,
+    pub amount: Number,
+    pub reason: String,
+}
+
+pub fn hold_out(h: &domain::Hold) -> serde_json::Value {
+    serde_json::json!({
+        "id": h.id,
+        "merchant_id": h.merchant_id,
+        "amount": h.amount.minor(),
+        "reason": h.reason,
+        "active": h.active,
+        "created_at": format_timestamp(h.created_at),
+        "released_at": h.released_at.map(format_timestamp),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetFrozen {
+    pub frozen: bool,
 }

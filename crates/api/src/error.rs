@@ -57,10 +57,13 @@ pub enum ErrorCode {
     NothingToFund,
     PayoutStateConflict,
     ClockBackwards,
+    RefundExceedsPayment,
+    UnknownPayment,
+    MerchantFrozen,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 47] = [
+    pub const ALL: [ErrorCode; 50] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -108,12 +111,30 @@ impl ErrorCode {
         ErrorCode::NothingToFund,
         ErrorCode::PayoutStateConflict,
         ErrorCode::ClockBackwards,
+        ErrorCode::RefundExceedsPayment,
+        ErrorCode::UnknownPayment,
+        ErrorCode::MerchantFrozen,
     ];
 
     /// (machine code, HTTP status, default message)
     pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
         use StatusCode as S;
         match self {
+            ErrorCode::RefundExceedsPayment => (
+                "refund_exceeds_payment",
+                S::UNPROCESSABLE_ENTITY,
+                "Refunds and reversals of a payment may not exceed its amount.",
+            ),
+            ErrorCode::UnknownPayment => (
+                "unknown_payment",
+                S::UNPROCESSABLE_ENTITY,
+                "No payment has this id.",
+            ),
+            ErrorCode::MerchantFrozen => (
+                "merchant_frozen",
+                S::UNPROCESSABLE_ENTITY,
+                "Payouts of this merchant are stopped by an operator.",
+            ),
             ErrorCode::InvalidTerms => (
                 "invalid_terms",
                 S::UNPROCESSABLE_ENTITY,
@@ -468,6 +489,10 @@ impl From<DomainError> for ApiError {
             DomainError::NoFunderRoom => ErrorCode::NoFunderRoom,
             DomainError::AdvanceFeeBelowCostOfFunds => ErrorCode::AdvanceFeeBelowCostOfFunds,
             DomainError::NothingToFund => ErrorCode::NothingToFund,
+            DomainError::RefundExceedsPayment => ErrorCode::RefundExceedsPayment,
+            DomainError::UnknownPayment => ErrorCode::UnknownPayment,
+            DomainError::UnknownHold => ErrorCode::NotFound,
+            DomainError::MerchantFrozen => ErrorCode::MerchantFrozen,
             DomainError::PayoutStateConflict { status } => {
                 return ApiError::with_message(
                     ErrorCode::PayoutStateConflict,

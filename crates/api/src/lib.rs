@@ -10,11 +10,15 @@
 //! Architecture invariant: this is the only crate that knows HTTP and JSON. Handlers decide
 //! *who* may ask (auth) and translate; the domain decides *whether the money allows it*.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+
 pub mod auth;
 mod dto;
 mod dto_settlement;
 pub mod error;
 pub mod openapi;
+mod reports;
 mod routes;
 mod routes_settlement;
 

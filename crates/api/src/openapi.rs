@@ -156,7 +156,8 @@ fn schemas() -> Value {
                 "advance": { "$ref": "#/components/schemas/Terms/properties/advance" },
                 "reserve_ratio_ppm": { "type": "integer" },
                 "bank_account": { "$ref": "#/components/schemas/Terms/properties/bank_account" },
-                "calendar": { "type": "string" }
+                "calendar": { "type": "string" },
+                "refund_fee_returned": { "type": "boolean" }
             }
         },
         "Merchant": {
@@ -231,6 +232,7 @@ fn schemas() -> Value {
                 "merchant_fee": amount("What the platform charged the merchant."),
                 "channel_cost": amount("What the channel charges the platform."),
                 "merchant_claim": amount("amount − merchant_fee: what the platform owes the merchant."),
+                "refunded": amount("Refunded and reversed so far (GET of one payment only)."),
                 "created_at": timestamp("When the platform recorded it.")
             }
         },
@@ -302,6 +304,7 @@ fn schemas() -> Value {
                 "reserve_ratio_ppm": { "type": "integer" },
                 "bank_account": { "type": "object", "properties": { "holder": { "type": "string" }, "number": { "type": "string" }, "bank": { "type": "string" } } },
                 "calendar": { "type": "string", "description": "Business calendar for T cycles (default cn)." },
+                "refund_fee_returned": { "type": "boolean", "description": "Refunds give back the matching share of the merchant fee (default false)." },
                 "effective_from": timestamp("When this version takes effect (default now).")
             }
         },
@@ -373,10 +376,32 @@ fn schemas() -> Value {
             "amount": amount(""), "expected": amount(""), "discrepancy": amount("amount − expected."),
             "bank_reference": { "type": "string" }, "lots": { "type": "integer" }, "created_at": timestamp("")
         }},
+        "CreateRefund": { "type": "object", "additionalProperties": false, "required": ["payment_id", "amount"], "properties": {
+            "payment_id": { "type": "string" }, "amount": amount("Gross amount returned to the customer."),
+            "request_id": { "type": "string", "description": "Makes retries return the first refund (default: the Idempotency-Key)." }
+        }},
+        "CreateReversal": { "type": "object", "additionalProperties": false, "required": ["payment_id", "amount", "reference"], "properties": {
+            "payment_id": { "type": "string" }, "amount": amount(""), "reference": { "type": "string", "description": "The channel's reference." }
+        }},
+        "Refund": { "type": "object", "properties": {
+            "id": { "type": "string" }, "kind": { "type": "string", "enum": ["refund", "reversal"] }, "request_id": { "type": "string" },
+            "payment_id": { "type": "string" }, "merchant_id": { "type": "string" }, "amount": amount(""),
+            "fee_returned": amount("Share of the merchant fee given back (by the terms' refund_fee_returned)."),
+            "from_claims": amount("Taken from the merchant's claims."), "debt": amount("Not covered: the merchant's new debt (reversals)."),
+            "created_at": timestamp("")
+        }},
+        "CreateHold": { "type": "object", "additionalProperties": false, "required": ["amount", "reason"], "properties": {
+            "hold_id": { "type": "string" }, "amount": amount(""), "reason": { "type": "string" }
+        }},
+        "Hold": { "type": "object", "properties": {
+            "id": { "type": "string" }, "merchant_id": { "type": "string" }, "amount": amount(""), "reason": { "type": "string" },
+            "active": { "type": "boolean" }, "created_at": timestamp(""), "released_at": { "type": ["string", "null"] }
+        }},
+        "SetFrozen": { "type": "object", "additionalProperties": false, "required": ["frozen"], "properties": { "frozen": { "type": "boolean" } } },
         "AdvanceClock": { "type": "object", "additionalProperties": false, "required": ["to"], "properties": { "to": timestamp("The new time.") } },
         "CreateApiKey": {
             "type": "object", "additionalProperties": false, "required": ["scopes"],
-            "properties": { "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "channels:write", "merchants:write", "payments:write", "payouts:write", "settlements:write", "read"] } } }
+            "properties": { "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "channels:write", "merchants:write", "payments:write", "payouts:write", "refunds:write", "settlements:write", "read"] } } }
         },
         "ApiKey": {
             "type": "object",
@@ -386,6 +411,24 @@ fn schemas() -> Value {
                 "scopes": { "type": "array", "items": { "type": "string" } },
                 "created_at": timestamp("")
             }
+        }
+    })
+}
+
+fn report_format() -> Value {
+    query_param(
+        "format",
+        "json (default) or csv.",
+        json!({ "type": "string", "enum": ["json", "csv"] }),
+    )
+}
+
+fn report_response() -> Value {
+    json!({
+        "description": "JSON {columns, rows, …} or text/csv with the same columns.",
+        "content": {
+            "application/json": { "schema": { "type": "object", "properties": { "columns": { "type": "array", "items": { "type": "string" } }, "rows": { "type": "array", "items": { "type": "object" } } } } },
+            "text/csv": { "schema": { "type": "string" } }
         }
     })
 }
@@ -485,6 +528,32 @@ pub fn document() -> Value {
                 "post": post("A channel's money for a business date arrived: its sealed lots become funded, claims become available, advances on them are repaid. A short or excess amount is recorded as a discrepancy.", "settlements:write", "CreateChannelSettlement", json!({ "201": response("Recorded.", schema_ref("ChannelSettlement")), "200": response("This bank reference was recorded before with the same content.", schema_ref("ChannelSettlement")) }), &[]),
                 "get": get_op("Channel settlements, newest first.", vec![], response("Settlements.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("ChannelSettlement") } } })))
             },
+            "/v1/refunds": {
+                "post": post("Refund a payment, partially or fully, from the merchant's claims; refunds and reversals of a payment never exceed it. Too little money: insufficient_funds.", "refunds:write", "CreateRefund", json!({ "201": response("Refunded.", schema_ref("Refund")), "200": response("This request id was used before with the same content.", schema_ref("Refund")) }), &[]),
+                "get": get_op("Refunds and reversals, newest first.", vec![
+                    query_param("merchant_id", "Only this merchant's.", json!({ "type": "string" })),
+                    query_param("payment_id", "Only this payment's.", json!({ "type": "string" })),
+                    limit()
+                ], response("Refunds.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("Refund") } } })))
+            },
+            "/v1/reversals": { "post": post("A channel reverses a payment (chargeback): the merchant's claims bear it; what they cannot cover becomes debt, recovered from later claims.", "settlements:write", "CreateReversal", json!({ "201": response("Reversed.", schema_ref("Refund")), "200": response("This reference was used before with the same content.", schema_ref("Refund")) }), &[]) },
+            "/v1/merchants/{id}/holds": {
+                "post": post("Hold (freeze) an amount of the merchant's available money.", "admin", "CreateHold", json!({ "201": response("Held.", schema_ref("Hold")), "200": response("This hold id was used before with the same content.", schema_ref("Hold")) }), &[]),
+                "get": get_op("A merchant's holds.", vec![path_param("id", "Merchant id.")], response("Holds.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("Hold") } } })))
+            },
+            "/v1/holds/{id}/release": { "post": { "summary": "Release a hold (needs scope admin).", "security": [{ "bearer": [] }], "parameters": [path_param("id", "Hold id."), idempotency_header()], "responses": { "200": response("Released.", schema_ref("Hold")), "default": error_response() } } },
+            "/v1/merchants/{id}/freeze": { "post": post("Stop or resume every payout of a merchant.", "admin", "SetFrozen", json!({ "200": response("The merchant's state.", json!({ "type": "object", "properties": { "merchant_id": { "type": "string" }, "frozen": { "type": "boolean" } } })) }), &[]) },
+            "/v1/reports/settlement-statement": { "get": get_op("A merchant's daily settlement statement: its lots of the business date and the payouts of that date.", vec![
+                json!({ "name": "merchant_id", "in": "query", "required": true, "schema": { "type": "string" } }),
+                json!({ "name": "date", "in": "query", "required": true, "schema": { "type": "string", "format": "date" } }),
+                report_format()
+            ], report_response()) },
+            "/v1/reports/funders": { "get": get_op("Funder usage: limits, use and room.", vec![report_format()], report_response()) },
+            "/v1/reports/margin": { "get": get_op("The platform's margin for a business date by merchant: pay-in fees − channel costs + payout fees − refunded fees.", vec![
+                json!({ "name": "date", "in": "query", "required": true, "schema": { "type": "string", "format": "date" } }),
+                report_format()
+            ], report_response()) },
+            "/v1/reports/floor-exceptions": { "get": get_op("Every floor-price exception: terms that allow a fee below cost, and the lots holding pay-ins that used it.", vec![report_format()], report_response()) },
             "/v1/reports/exposure": { "get": get_op("Platform exposure now: advances whose channel money has not arrived, by merchant and by funder.", vec![], response("The report.", json!({ "type": "object" }))) },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
             "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }

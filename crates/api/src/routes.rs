@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/transfers", get(list_transfers))
         .route("/v1/ledger/trial-balance", get(trial_balance))
         .merge(crate::routes_settlement::routes())
+        .merge(crate::reports::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -637,7 +638,11 @@ async fn get_payment(
     let payment = read_store(&state, move |r| r.payment(id))
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-    Ok(json(StatusCode::OK, &dto::PaymentOut::from(&payment)))
+    let refunded = state.engine.query(move |p| p.refunded(id)).await?;
+    let mut out =
+        serde_json::to_value(dto::PaymentOut::from(&payment)).map_err(ApiError::internal)?;
+    out["refunded"] = refunded.minor().into();
+    Ok(json(StatusCode::OK, &out))
 }
 
 #[derive(Debug, Deserialize)]

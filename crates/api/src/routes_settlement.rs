@@ -41,6 +41,14 @@ pub fn routes() -> Router<AppState> {
             "/v1/channel-settlements",
             get(list_channel_settlements).post(create_channel_settlement),
         )
+        .route("/v1/refunds", get(list_refunds).post(create_refund))
+        .route("/v1/reversals", post(create_reversal))
+        .route(
+            "/v1/merchants/{id}/holds",
+            get(list_holds).post(create_hold),
+        )
+        .route("/v1/holds/{id}/release", post(release_hold))
+        .route("/v1/merchants/{id}/freeze", post(set_frozen))
         .route("/v1/reports/exposure", get(exposure_report))
         .route("/v1/test-clock", get(get_test_clock))
         .route("/v1/test-clock/advance", post(advance_test_clock))
@@ -521,4 +529,268 @@ async fn advance_test_clock(
         StatusCode::OK,
         &json!({ "now": format_timestamp(to) }),
     ))
+}
+
+fn render_refund(results: &[CommandResult]) -> (u16, Vec<u8>) {
+    match single(results) {
+        Ok(Outcome::Refund { refund, created }) => to_parts(
+            if *created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &wire::refund_out(refund),
+        ),
+        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
+        Err(error) => error.to_parts(),
+    }
+}
+
+/// The request a refund or reversal of `payment_id` makes: the payment's channel and trade
+/// number come from storage, since they identify it in the sequencer.
+async fn refund_request(
+    state: &AppState,
+    payment_id: &str,
+    amount: &serde_json::Number,
+    request_id: String,
+) -> Result<domain::RefundRequest, ApiError> {
+    let id = dto::parse_payment_id(payment_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownPayment))?;
+    let payment = crate::routes::read_store(state, move |r| r.payment(id))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownPayment))?;
+    Ok(domain::RefundRequest {
+        request_id,
+        payment_id: id,
+        channel_id: payment.channel_id,
+        channel_trade_no: payment.channel_trade_no,
+        amount: dto::amount(amount, "amount")?,
+    })
+}
+
+fn request_id_from(body_id: Option<String>, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(id) = body_id {
+        return Ok(id);
+    }
+    match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        Some(key) if domain::is_valid_external_id(key) => Ok(key.to_owned()),
+        _ => {
+            let mut bytes = [0u8; 12];
+            getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
+            Ok(format!(
+                "req_{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ))
+        }
+    }
+}
+
+/// A refund, partial or full, paid from the merchant's claims; together with earlier refunds
+/// and reversals never above the payment.
+async fn create_refund(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::RefundsWrite).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: wire::CreateRefund = parse(&body)?;
+    let request_id = request_id_from(request.request_id.clone(), &headers)?;
+    let refund = refund_request(&state, &request.payment_id, &request.amount, request_id).await?;
+    let command = Command::RefundPayment(refund);
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &body,
+        vec![command],
+        render_refund,
+    )
+    .await
+}
+
+/// A channel takes a payment back (reversal or chargeback): the merchant's claims bear it, and
+/// what they cannot cover becomes the merchant's debt.
+async fn create_reversal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::SettlementsWrite).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: wire::CreateReversal = parse(&body)?;
+    let reversal = refund_request(
+        &state,
+        &request.payment_id,
+        &request.amount,
+        request.reference.clone(),
+    )
+    .await?;
+    let command = Command::ReversePayment(reversal);
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &body,
+        vec![command],
+        render_refund,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundsQuery {
+    merchant_id: Option<String>,
+    payment_id: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_refunds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<RefundsQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&state, &headers, Scope::Read).await?;
+    let q = query(q)?;
+    let limit = page_limit(q.limit)? as usize;
+    let payment = q.payment_id.as_deref().map(dto::parse_payment_id);
+    let refunds = state
+        .engine
+        .query(move |p| {
+            p.refunds()
+                .iter()
+                .rev()
+                .filter(|r| q.merchant_id.as_ref().is_none_or(|m| *m == r.merchant_id))
+                .filter(|r| payment.is_none_or(|id| id == Some(r.payment_id)))
+                .take(limit)
+                .map(wire::refund_out)
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &json!({ "data": refunds })))
+}
+
+fn render_hold(results: &[CommandResult]) -> (u16, Vec<u8>) {
+    match single(results) {
+        Ok(Outcome::Hold { hold, created }) => {
+            to_parts(created_or_ok(*created), &wire::hold_out(hold))
+        }
+        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
+        Err(error) => error.to_parts(),
+    }
+}
+
+/// Holds (freezes) an amount of a merchant's available money.
+async fn create_hold(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::Admin).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: wire::CreateHold = parse(&body)?;
+    let command = Command::PlaceHold(domain::NewHold {
+        hold_id: request_id_from(request.hold_id.clone(), &headers)?,
+        merchant_id: id,
+        amount: dto::amount(&request.amount, "amount")?,
+        reason: request.reason,
+    });
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &body,
+        vec![command],
+        render_hold,
+    )
+    .await
+}
+
+async fn release_hold(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::Admin).await?;
+    let command = Command::ReleaseHold { hold_id: id };
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &[],
+        vec![command],
+        render_hold,
+    )
+    .await
+}
+
+async fn list_holds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&state, &headers, Scope::Read).await?;
+    let holds = state
+        .engine
+        .query(move |p| {
+            p.holds()
+                .iter()
+                .filter(|h| h.merchant_id == id)
+                .map(wire::hold_out)
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &json!({ "data": holds })))
+}
+
+fn render_frozen(results: &[CommandResult]) -> (u16, Vec<u8>) {
+    match single(results) {
+        Ok(Outcome::MerchantFrozen {
+            merchant_id,
+            frozen,
+            ..
+        }) => to_parts(
+            StatusCode::OK,
+            &json!({ "merchant_id": merchant_id, "frozen": frozen }),
+        ),
+        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
+        Err(error) => error.to_parts(),
+    }
+}
+
+/// Stops (or resumes) every payout of a merchant: withdrawals, advances and settlement runs.
+async fn set_frozen(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::Admin).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: wire::SetFrozen = parse(&body)?;
+    let command = Command::SetMerchantFrozen {
+        merchant_id: id,
+        frozen: request.frozen,
+    };
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &body,
+        vec![command],
+        render_frozen,
+    )
+    .await
 }

@@ -13,6 +13,7 @@ pub mod calendar;
 mod fees;
 mod model;
 mod platform;
+pub mod refunds;
 pub mod settlement;
 pub mod terms;
 
@@ -26,6 +27,7 @@ pub use platform::{
     Command, CommandResult, DomainError, Effects, MerchantBalances, NewChannel, NewMerchant,
     Outcome, Platform, TickReport, account_code, transfer_code,
 };
+pub use refunds::{Hold, NewHold, Refund, RefundKind, RefundRequest};
 pub use settlement::{
     ChannelSettlement, Funder, FunderKind, FunderLine, Lot, LotId, LotState, NewChannelSettlement,
     NewFunder, Payout, PayoutId, PayoutKind, PayoutRequest, PayoutResult, PayoutStatus,

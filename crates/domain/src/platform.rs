@@ -60,6 +60,12 @@ pub mod transfer_code {
     pub const FUNDS_SHORT: u16 = 21;
     pub const FUNDS_EXCESS: u16 = 22;
     pub const CLAIMS_FUNDED: u16 = 23;
+    pub const REFUND_CLAIM: u16 = 30;
+    pub const REFUND_FEE: u16 = 31;
+    pub const REVERSAL_DEBT: u16 = 32;
+    pub const DEBT_RECOVERED: u16 = 33;
+    pub const HOLD_PLACED: u16 = 40;
+    pub const HOLD_RELEASED: u16 = 41;
 }
 
 /// Transfer ids the platform chooses for its own postings: the top byte says what kind of
@@ -116,6 +122,21 @@ pub enum Command {
         result: PayoutResult,
     },
     RecordChannelSettlement(NewChannelSettlement),
+    /// The merchant returns money to a customer (partial or full, possibly several times).
+    RefundPayment(crate::refunds::RefundRequest),
+    /// The channel takes a payment back (reversal, chargeback); what the merchant's claims
+    /// cannot cover becomes its debt.
+    ReversePayment(crate::refunds::RefundRequest),
+    /// Holds an amount of the merchant's available money (risk hold).
+    PlaceHold(crate::refunds::NewHold),
+    ReleaseHold {
+        hold_id: String,
+    },
+    /// Stops (or resumes) every payout of a merchant.
+    SetMerchantFrozen {
+        merchant_id: String,
+        frozen: bool,
+    },
 }
 
 /// What a successful command produced.
@@ -153,6 +174,19 @@ pub enum Outcome {
         settlement: ChannelSettlement,
         created: bool,
     },
+    Refund {
+        refund: crate::refunds::Refund,
+        created: bool,
+    },
+    Hold {
+        hold: crate::refunds::Hold,
+        created: bool,
+    },
+    MerchantFrozen {
+        merchant_id: String,
+        frozen: bool,
+        changed: bool,
+    },
 }
 
 impl Outcome {
@@ -163,7 +197,10 @@ impl Outcome {
             | Outcome::Merchant { created, .. }
             | Outcome::Funder { created, .. }
             | Outcome::Payout { created, .. }
-            | Outcome::ChannelSettlement { created, .. } => *created,
+            | Outcome::ChannelSettlement { created, .. }
+            | Outcome::Refund { created, .. }
+            | Outcome::Hold { created, .. } => *created,
+            Outcome::MerchantFrozen { changed, .. } => *changed,
             Outcome::TermsSet(_) | Outcome::CalendarLoaded { .. } | Outcome::PaymentRecorded(_) => {
                 true
             }
@@ -217,6 +254,12 @@ pub enum DomainError {
     PayoutStateConflict {
         status: &'static str,
     },
+    /// Refunds and reversals of a payment may not exceed its amount.
+    RefundExceedsPayment,
+    UnknownPayment,
+    UnknownHold,
+    /// Payouts of this merchant are stopped by an operator.
+    MerchantFrozen,
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -274,14 +317,17 @@ pub struct TickReport {
 /// What the index of reported trades remembers of each payment: enough to recognise a retry
 /// and, with the retry's own (equal) content, to answer with the original payment.
 #[derive(Clone, Copy, Debug)]
-struct TradeEntry {
-    payment: PaymentId,
+pub(crate) struct TradeEntry {
+    pub(crate) payment: PaymentId,
     content: u64,
-    merchant_fee: Amount,
+    /// Gross amount and merchant, for refunds and reversals.
+    pub(crate) amount: Amount,
+    pub(crate) merchant: u32,
+    pub(crate) merchant_fee: Amount,
     channel_cost: Amount,
     created_at: Timestamp,
     merchant_prev_id: Option<PaymentId>,
-    business_date: Date,
+    pub(crate) business_date: Date,
     op: u64,
 }
 
@@ -318,7 +364,7 @@ pub struct Platform {
     pub(crate) calendars: BTreeMap<String, Calendar>,
     /// Per channel (by index): channel trade number → payment. Keys are external strings, so
     /// the map keeps the standard collision-resistant hasher.
-    trades: Vec<ShardedMap<Box<str>, TradeEntry, RandomState>>,
+    pub(crate) trades: Vec<ShardedMap<Box<str>, TradeEntry, RandomState>>,
     /// Each merchant's newest payment, by merchant index: the head of its payment chain.
     merchant_last_payment: Vec<Option<PaymentId>>,
     /// Lots, funders, payouts, exposures and the schedule of cutoffs and runs.
@@ -516,6 +562,14 @@ impl Platform {
             Command::MarkPayoutSent(id) => self.mark_payout_sent(now, *id),
             Command::ResolvePayout { payout, result } => self.resolve_payout(now, *payout, *result),
             Command::RecordChannelSettlement(new) => self.record_channel_settlement(now, new),
+            Command::RefundPayment(request) => self.refund(now, request, false),
+            Command::ReversePayment(request) => self.refund(now, request, true),
+            Command::PlaceHold(new) => self.place_hold(now, new),
+            Command::ReleaseHold { hold_id } => self.release_hold(now, hold_id),
+            Command::SetMerchantFrozen {
+                merchant_id,
+                frozen,
+            } => self.set_merchant_frozen(merchant_id, *frozen),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;
@@ -806,18 +860,27 @@ impl Platform {
                 transfer_code::PAYIN_COST,
             ));
         }
+        let recovery = self.debt_recovery_leg(merchant_index, merchant_claim, payment_id);
+        if let Some((event, _)) = &recovery {
+            events.push(*event);
+        }
         self.ledger
             .apply_chain(now, &events)
             .map_err(|failure| DomainError::Ledger(failure.error))?;
         let business_date = self.settlements.add_claim(
-            merchant_index,
-            channel_index,
-            business_date(now, cutoff),
+            (merchant_index, channel_index, business_date(now, cutoff)),
             merchant_claim,
             Amount::from_minor(new.amount.minor() - channel_cost.minor()),
-            merchant_fee < channel_cost,
+            (merchant_fee, channel_cost),
             cycle,
         );
+        if let Some((_, recovered)) = recovery
+            && let Some(lot) = self
+                .settlements
+                .lot_of(merchant_index, channel_index, business_date)
+        {
+            self.note_debt_recovered(merchant_index, lot, recovered);
+        }
         let payment = Payment {
             id: payment_id,
             channel_id: new.channel_id.clone(),
@@ -842,6 +905,8 @@ impl Platform {
             TradeEntry {
                 payment: payment_id,
                 content,
+                amount: new.amount,
+                merchant: merchant_index,
                 merchant_fee,
                 channel_cost,
                 created_at: now,

@@ -62,8 +62,13 @@ pub struct Lot {
     pub drawn: Amount,
     /// Claims paid after funding (withdrawals and settlement, amount plus fees).
     pub paid: Amount,
+    /// Claims taken back by refunds, reversals and debt recovery.
+    pub refunded: Amount,
     pub state: LotState,
     pub funded_at: Option<Timestamp>,
+    /// Merchant fees and channel costs of the lot's pay-ins, for margin reports.
+    pub fees: Amount,
+    pub costs: Amount,
     /// Pay-ins in the lot whose fee was below the channel's cost (allowed by the terms).
     pub below_floor_payins: u32,
     /// Advances drawn on this lot while unfunded: payout and claims drawn.
@@ -71,9 +76,11 @@ pub struct Lot {
 }
 
 impl Lot {
-    /// Claims not yet drawn or paid.
+    /// Claims not yet drawn, paid or taken back.
     pub fn remaining(&self) -> Amount {
-        Amount::from_minor(self.claims.minor() - self.drawn.minor() - self.paid.minor())
+        Amount::from_minor(
+            self.claims.minor() - self.drawn.minor() - self.paid.minor() - self.refunded.minor(),
+        )
     }
 
     pub fn is_funded(&self) -> bool {
@@ -285,6 +292,18 @@ pub struct Settlements {
     advance_day: Vec<(Date, Amount, Amount)>,
     /// Per merchant: claims drawn by advances on lots not funded yet.
     outstanding: Vec<Amount>,
+    /// Per merchant: available money held (frozen account), whether payouts are stopped, and
+    /// debt (reversals its claims could not cover).
+    pub(crate) held: Vec<Amount>,
+    pub(crate) frozen: Vec<bool>,
+    pub(crate) debt: Vec<Amount>,
+    pub(crate) refunds: Vec<crate::refunds::Refund>,
+    pub(crate) refund_requests: HashMap<(bool, String), usize>,
+    pub(crate) refunded_by_payment: HashMap<crate::model::PaymentId, Amount>,
+    pub(crate) holds: Vec<crate::refunds::Hold>,
+    /// Per channel: refunds of lots the channel had already paid, to deduct from what it owes
+    /// next.
+    pub(crate) channel_refunds_due: HashMap<u32, Amount>,
 }
 
 /// The next instant after `after` at one of `minutes` (local time of day).
@@ -328,6 +347,9 @@ impl Settlements {
         self.advance_day
             .push((Date::from_days(0), Amount::ZERO, Amount::ZERO));
         self.outstanding.push(Amount::ZERO);
+        self.held.push(Amount::ZERO);
+        self.frozen.push(false);
+        self.debt.push(Amount::ZERO);
         self.schedule_merchant(merchant, terms, now);
     }
 
@@ -367,6 +389,14 @@ impl Settlements {
         })
     }
 
+    pub(crate) fn lot_mut(&mut self, id: LotId) -> &mut Lot {
+        &mut self.lots[id.0 as usize]
+    }
+
+    pub(crate) fn lot_of(&self, merchant: u32, channel: u32, date: Date) -> Option<LotId> {
+        self.lot_index.get(&(merchant, channel, date)).copied()
+    }
+
     pub(crate) fn has_due(&self, now: Timestamp) -> bool {
         self.schedule.first().is_some_and(|w| w.at <= now)
     }
@@ -399,15 +429,13 @@ impl Settlements {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a pay-in's claim to its lot; returns the business date of the lot it landed in.
     pub(crate) fn add_claim(
         &mut self,
-        merchant: u32,
-        channel: u32,
-        business_date: Date,
+        (merchant, channel, business_date): (u32, u32, Date),
         claim: Amount,
         expected: Amount,
-        below_floor: bool,
+        (fee, cost): (Amount, Amount),
         cycle: Cycle,
     ) -> Date {
         // A day already cut off takes no more claims (its lot may be sealed or even funded,
@@ -432,8 +460,11 @@ impl Settlements {
                     expected_from_channel: Amount::ZERO,
                     drawn: Amount::ZERO,
                     paid: Amount::ZERO,
+                    refunded: Amount::ZERO,
                     state: LotState::Open,
                     funded_at: None,
+                    fees: Amount::ZERO,
+                    costs: Amount::ZERO,
                     below_floor_payins: 0,
                     exposures: Vec::new(),
                 });
@@ -451,7 +482,9 @@ impl Settlements {
         lot.claims = Amount::from_minor(lot.claims.minor() + claim.minor());
         lot.expected_from_channel =
             Amount::from_minor(lot.expected_from_channel.minor() + expected.minor());
-        lot.below_floor_payins += u32::from(below_floor);
+        lot.fees = add(lot.fees, fee);
+        lot.costs = add(lot.costs, cost);
+        lot.below_floor_payins += u32::from(fee < cost);
         business_date
     }
 
@@ -791,9 +824,9 @@ impl Platform {
             }
             PayoutKind::Withdrawal | PayoutKind::Settlement => {
                 let fee = terms.settlement.payout_fee;
-                let lots = self.merchant_lot_ids(merchant, true);
-                self.plan_draws(&lots, add(amount, fee))
-                    .ok_or(DomainError::InsufficientFunds)?;
+                if self.payable_funded(merchant) < add(amount, fee) {
+                    return Err(DomainError::InsufficientFunds);
+                }
                 Ok((fee, 0))
             }
         }
@@ -831,9 +864,15 @@ impl Platform {
         if terms.bank_account.is_none() {
             return Err(DomainError::NoBankAccount);
         }
+        if self.settlements.frozen[merchant as usize] {
+            return Err(DomainError::MerchantFrozen);
+        }
         let plan = match request.kind {
             PayoutKind::Withdrawal | PayoutKind::Settlement => {
                 let fee = terms.settlement.payout_fee;
+                if self.payable_funded(merchant) < add(request.amount, fee) {
+                    return Err(DomainError::InsufficientFunds);
+                }
                 let lots = self.merchant_lot_ids(merchant, true);
                 let draws = self
                     .plan_draws(&lots, add(request.amount, fee))
@@ -1228,9 +1267,18 @@ impl Platform {
         let receivable = self.channels[channel as usize].receivable_account;
         let platform = self.platform_accounts_for(currency);
         let record = self.settlements.channel_settlements.len() as u64 + 1;
-        let expected = lot_ids.iter().fold(Amount::ZERO, |sum, id| {
+        // Refunds of days the channel had already paid are netted from this payment.
+        let refunds_due = self
+            .settlements
+            .channel_refunds_due
+            .get(&channel)
+            .copied()
+            .unwrap_or(Amount::ZERO);
+        let gross_expected = lot_ids.iter().fold(Amount::ZERO, |sum, id| {
             add(sum, self.settlements.lot(*id).expected_from_channel)
         });
+        let netted = refunds_due.min(gross_expected);
+        let expected = sub(gross_expected, netted);
         let mut events = Vec::new();
         let mut leg = 0u32;
         let mut post = |debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
@@ -1295,6 +1343,11 @@ impl Platform {
         for (merchant, funder, amount) in releases {
             self.release_exposure(merchant, funder.as_deref(), amount);
         }
+        if netted.is_positive() {
+            self.settlements
+                .channel_refunds_due
+                .insert(channel, sub(refunds_due, netted));
+        }
         for id in &lot_ids {
             let lot = &mut self.settlements.lots[id.0 as usize];
             lot.state = LotState::Funded;
@@ -1331,7 +1384,7 @@ impl Platform {
     /// advance rule. Lots whose due date needs a calendar year without data wait.
     pub(crate) fn settlement_run(&mut self, now: Timestamp, merchant: u32, at: Timestamp) {
         let terms = self.merchants[merchant as usize].terms_at(at).clone();
-        if terms.bank_account.is_none() {
+        if terms.bank_account.is_none() || self.settlements.frozen[merchant as usize] {
             return;
         }
         let today = local_date(at);
@@ -1360,16 +1413,17 @@ impl Platform {
                 unfunded_due.push(id);
             }
         }
+        // Held money stays: pay due lots only up to what is payable.
         let total: i64 = funded_due
             .iter()
             .map(|id| self.settlements.lot(*id).remaining().minor())
-            .sum();
+            .sum::<i64>()
+            .min(self.payable_funded(merchant).minor());
         let fee = terms.settlement.payout_fee;
         if total > fee.minor() {
-            let draws = funded_due
-                .iter()
-                .map(|id| (*id, self.settlements.lot(*id).remaining()))
-                .collect();
+            let draws = self
+                .plan_draws(&funded_due, Amount::from_minor(total))
+                .unwrap_or_default();
             let plan = Plan {
                 kind: PayoutKind::Settlement,
                 amount: Amount::from_minor(total - fee.minor()),
@@ -1421,7 +1475,11 @@ impl Platform {
         }
         let lots = &self.settlements.lots;
         for lot in lots {
-            if lot.drawn.minor() < 0 || lot.paid.minor() < 0 || lot.remaining().minor() < 0 {
+            if lot.drawn.minor() < 0
+                || lot.paid.minor() < 0
+                || lot.refunded.minor() < 0
+                || lot.remaining().minor() < 0
+            {
                 return Err(format!(
                     "lot {:?} paid more than its claims: {lot:?}",
                     lot.id
@@ -1447,7 +1505,7 @@ impl Platform {
             if lot.is_funded() {
                 s.available += lot.remaining().minor();
             } else {
-                s.pending += lot.claims.minor() - lot.drawn.minor();
+                s.pending += lot.remaining().minor();
             }
             s.exposure += lot.exposures.iter().map(|(_, a)| a.minor()).sum::<i64>();
             s.given += lot.drawn.minor() + lot.paid.minor();
@@ -1462,6 +1520,8 @@ impl Platform {
         }
         for (index, m) in self.merchants.iter().enumerate() {
             let s = sums[index];
+            let held = self.settlements.held[index].minor();
+            let debt = self.settlements.debt[index].minor();
             let checks = [
                 (
                     "pending",
@@ -1471,8 +1531,10 @@ impl Platform {
                 (
                     "available",
                     self.balance(m.accounts.available).minor(),
-                    s.available,
+                    s.available - held,
                 ),
+                ("frozen", self.balance(m.accounts.frozen).minor(), held),
+                ("debt", self.balance(m.accounts.debt).minor(), debt),
                 (
                     "advanced",
                     self.balance(m.accounts.advanced).minor(),

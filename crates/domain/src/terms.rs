@@ -156,6 +156,9 @@ pub struct MerchantTerms {
     pub bank_account: Option<BankAccount>,
     /// The business calendar for T cycles.
     pub calendar: String,
+    /// Whether a refund gives back the matching share of the merchant fee (otherwise the
+    /// merchant bears the whole refund and the platform keeps its fee).
+    pub refund_fee_returned: bool,
 }
 
 impl MerchantTerms {
@@ -169,6 +172,7 @@ impl MerchantTerms {
             reserve_ratio_ppm: 0,
             bank_account: None,
             calendar: "cn".into(),
+            refund_fee_returned: false,
         }
     }
 }

@@ -222,3 +222,38 @@ proptest! {
         prop_assert_eq!(balance(&p, receivable), expected_from_channel);
     }
 }
+
+#[test]
+fn a_fee_below_the_channel_cost_is_refused_unless_the_terms_allow_it() {
+    let mut p = platform();
+    let cheap = |allow: bool| MerchantTerms {
+        allow_below_cost: allow,
+        ..MerchantTerms::with_fee(rate(2_000))
+    };
+    p.apply(
+        NOW,
+        &Command::SetMerchantTerms {
+            merchant_id: "M1".into(),
+            terms: cheap(false),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.apply(NOW, &payin("T1", 1_000_000)),
+        Err(DomainError::FeeBelowFloor)
+    );
+    p.apply(
+        NOW,
+        &Command::SetMerchantTerms {
+            merchant_id: "M1".into(),
+            terms: cheap(true),
+        },
+    )
+    .unwrap();
+    assert!(p.apply(NOW, &payin("T1", 1_000_000)).is_ok());
+    let lots = p.merchant_lots("M1");
+    assert_eq!(
+        lots[0].below_floor_payins, 1,
+        "the exception is counted where it happened"
+    );
+}

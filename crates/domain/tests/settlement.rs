@@ -512,3 +512,198 @@ fn d0_merchant_is_paid_the_same_day_as_an_advance() {
     assert!(amounts + fees <= yuan(100_000).minor());
     assert!(amounts > yuan(99_000).minor());
 }
+
+fn refund_request(w: &World, id: &str, trade: &str, amount: Amount) -> domain::RefundRequest {
+    let payment = w.p.payment_by_trade("C1", trade).unwrap();
+    domain::RefundRequest {
+        request_id: id.into(),
+        payment_id: payment,
+        channel_id: "C1".into(),
+        channel_trade_no: trade.into(),
+        amount,
+    }
+}
+
+#[test]
+fn refunds_come_from_the_claims_and_never_exceed_the_payment() {
+    let mut w = world(Cycle::T1);
+    payin(&mut w, "T1", 1_000_000);
+    let before = w.balances().pending;
+    let first = refund_request(&w, "rf-1", "T1", yuan(4_000));
+    w.apply(Command::RefundPayment(first.clone())).unwrap();
+    assert_eq!(
+        w.balances().pending,
+        Amount::from_minor(before.minor() - 400_000)
+    );
+    assert_eq!(
+        w.apply(Command::RefundPayment(first)).unwrap(),
+        w.apply(Command::RefundPayment(refund_request(
+            &w,
+            "rf-1",
+            "T1",
+            yuan(4_000)
+        )))
+        .unwrap(),
+        "a retry returns the first refund"
+    );
+    w.apply(Command::RefundPayment(refund_request(
+        &w,
+        "rf-2",
+        "T1",
+        yuan(5_000),
+    )))
+    .unwrap();
+    assert_eq!(
+        w.apply(Command::RefundPayment(refund_request(
+            &w,
+            "rf-3",
+            "T1",
+            yuan(1_001)
+        ))),
+        Err(DomainError::RefundExceedsPayment),
+        "10,000.00 paid, 9,000.00 refunded: 1,001.00 more is too much"
+    );
+    // The merchant's claim (9,962.00) can carry at most 9,962.00 of refunds without fee return.
+    assert_eq!(
+        w.apply(Command::RefundPayment(refund_request(
+            &w,
+            "rf-4",
+            "T1",
+            yuan(1_000)
+        ))),
+        Err(DomainError::InsufficientFunds)
+    );
+    assert_eq!(
+        w.p.refunded(w.p.payment_by_trade("C1", "T1").unwrap()),
+        yuan(9_000)
+    );
+}
+
+#[test]
+fn refunds_can_return_the_fee_share_exactly() {
+    let mut w = world(Cycle::T1);
+    let mut t = terms(Cycle::T1);
+    t.refund_fee_returned = true;
+    w.apply(Command::SetMerchantTerms {
+        merchant_id: "M1".into(),
+        terms: t,
+    })
+    .unwrap();
+    payin(&mut w, "T1", 1_000_000); // fee 3,800
+    let mut returned = 0;
+    for (i, part) in [333_333, 333_333, 333_334].into_iter().enumerate() {
+        let Outcome::Refund { refund, .. } = w
+            .apply(Command::RefundPayment(refund_request(
+                &w,
+                &format!("rf-{i}"),
+                "T1",
+                Amount::from_minor(part),
+            )))
+            .unwrap()
+        else {
+            panic!("not a refund");
+        };
+        returned += refund.fee_returned.minor();
+    }
+    assert_eq!(
+        returned, 3_800,
+        "three partial refunds return the whole fee, not a fen more"
+    );
+    assert_eq!(w.balances().pending, Amount::ZERO);
+}
+
+#[test]
+fn a_reversal_beyond_the_claims_becomes_debt_recovered_from_later_claims() {
+    let mut w = world(Cycle::T1);
+    payin(&mut w, "T1", 1_000_000);
+    w.advance_to(at("2026-11-25", 2, 0));
+    let advance = w.payout("a", yuan(9_000), PayoutKind::Advance).unwrap();
+    w.resolve(advance.id, PayoutResult::Succeeded);
+    let Outcome::Refund { refund, .. } = w
+        .apply(Command::ReversePayment(refund_request(
+            &w,
+            "cb-1",
+            "T1",
+            yuan(10_000),
+        )))
+        .unwrap()
+    else {
+        panic!("not a reversal");
+    };
+    assert!(refund.debt.is_positive());
+    assert_eq!(w.balances().debt, refund.debt);
+    assert_eq!(w.balances().pending, Amount::ZERO);
+    payin(&mut w, "T2", 2_000_000);
+    assert_eq!(
+        w.balances().debt,
+        Amount::ZERO,
+        "the next claim repaid the debt"
+    );
+    assert_eq!(
+        w.balances().pending,
+        Amount::from_minor(2_000_000 - 7_600 - refund.debt.minor())
+    );
+}
+
+#[test]
+fn holds_and_freezes_stop_payouts() {
+    let mut w = world(Cycle::T1);
+    payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
+    w.advance_to(at("2026-11-25", 1, 30));
+    w.apply(Command::RecordChannelSettlement(NewChannelSettlement {
+        channel_id: "C1".into(),
+        business_date: date("2026-11-24"),
+        amount: Amount::from_minor(GROSS_FOR_100K_CLAIMS - 25_095),
+        bank_reference: "B".into(),
+    }))
+    .unwrap();
+    w.apply(Command::PlaceHold(domain::NewHold {
+        hold_id: "risk-1".into(),
+        merchant_id: "M1".into(),
+        amount: yuan(90_000),
+        reason: "risk review".into(),
+    }))
+    .unwrap();
+    assert_eq!(w.balances().frozen, yuan(90_000));
+    assert_eq!(
+        w.payout("w", yuan(10_000), PayoutKind::Withdrawal)
+            .unwrap_err(),
+        DomainError::InsufficientFunds,
+        "10,000.00 + 2.00 fee exceeds the 10,000.00 not held"
+    );
+    // The 05:00 run pays only what is not held.
+    w.advance_to(at("2026-11-26", 5, 30));
+    let paid: i64 =
+        w.p.merchant_payouts("M1")
+            .iter()
+            .map(|p| p.amount.minor() + p.fee.minor())
+            .sum();
+    assert_eq!(paid, yuan(10_000).minor());
+    w.apply(Command::SetMerchantFrozen {
+        merchant_id: "M1".into(),
+        frozen: true,
+    })
+    .unwrap();
+    w.apply(Command::ReleaseHold {
+        hold_id: "risk-1".into(),
+    })
+    .unwrap();
+    assert_eq!(w.balances().available, yuan(90_000));
+    assert_eq!(
+        w.payout("w2", yuan(1_000), PayoutKind::Withdrawal)
+            .unwrap_err(),
+        DomainError::MerchantFrozen
+    );
+    w.advance_to(at("2026-11-27", 5, 30));
+    assert_eq!(
+        w.p.merchant_payouts("M1").len(),
+        1,
+        "a frozen merchant's run pays nothing"
+    );
+    w.apply(Command::SetMerchantFrozen {
+        merchant_id: "M1".into(),
+        frozen: false,
+    })
+    .unwrap();
+    w.payout("w3", yuan(1_000), PayoutKind::Withdrawal).unwrap();
+}

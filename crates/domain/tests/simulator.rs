@@ -1,7 +1,7 @@
 //! A deterministic simulator: seeded random interleavings of pay-ins (and retries), cutoffs
 //! and settlement runs (through clock jumps, holiday stretches included), withdrawals,
 //! advances, payout success, failure and unknown, channel funds arrival (full, short, excess,
-//! late), terms changes and crash/restart (the state rebuilt by replaying the logged inputs,
+//! late), refunds and reversals, holds and freezes, terms changes and crash/restart (the state rebuilt by replaying the logged inputs,
 //! with the last unacknowledged batch lost). Every invariant is checked after every step.
 //!
 //! A failure prints its seed and step; `DZERO_SIM_SEED=<seed>` replays it exactly.
@@ -117,6 +117,7 @@ fn terms(rng: &mut Rng, index: usize) -> MerchantTerms {
             number: number.into(),
             bank: "sim".into(),
         }),
+        refund_fee_returned: rng.chance(50),
         ..MerchantTerms::with_fee(FeeSchedule {
             rate_ppm: 3_000 + rng.below(3_000) as u32,
             ..FeeSchedule::default()
@@ -137,6 +138,9 @@ struct Sim {
     references: u64,
     /// What the last step did, for a failure report.
     last: String,
+    /// Payments recorded: (id, channel, trade number).
+    payments: Vec<(domain::PaymentId, String, String)>,
+    holds: u64,
 }
 
 impl Sim {
@@ -151,6 +155,8 @@ impl Sim {
             requests: 0,
             references: 0,
             last: String::new(),
+            payments: Vec::new(),
+            holds: 0,
         };
         sim.command(Command::LoadCalendarYear {
             calendar_id: "cn".into(),
@@ -271,7 +277,7 @@ impl Sim {
                 let amount = 1_000 + (trade * 7_919) % 2_000_000;
                 let merchant = MERCHANTS[(trade % 3) as usize];
                 let channel = CHANNELS[((trade / 3) % 2) as usize].0;
-                self.command(Command::RecordPayment(NewPayment {
+                let outcome = self.command(Command::RecordPayment(NewPayment {
                     channel_id: channel.into(),
                     merchant_id: merchant.into(),
                     channel_trade_no: format!("{channel}-T{trade}"),
@@ -280,6 +286,10 @@ impl Sim {
                     currency: Currency::CNY,
                     paid_at: self.now,
                 }));
+                if let Some(Outcome::PaymentRecorded(p)) = outcome {
+                    self.payments
+                        .push((p.id, p.channel_id.clone(), p.channel_trade_no.clone()));
+                }
             }
             35..=49 => {
                 // Time passes: minutes, hours, or (rarely) a long holiday stretch.
@@ -365,7 +375,7 @@ impl Sim {
                     }
                 }
             }
-            82..=91 => {
+            82..=90 => {
                 // A channel's money arrives for some sealed day: full, short or excess.
                 let candidates: Vec<(String, Date, i64)> = MERCHANTS
                     .iter()
@@ -407,7 +417,55 @@ impl Sim {
                     bank_reference: format!("B{}", self.references),
                 }));
             }
-            92..=93 => {
+            92 => {
+                // A refund (or, one time in three, a channel reversal) of a recorded payment.
+                if self.payments.is_empty() {
+                    return;
+                }
+                let (payment, channel, trade) =
+                    self.payments[self.rng.below(self.payments.len() as u64) as usize].clone();
+                self.requests += 1;
+                let request = domain::RefundRequest {
+                    request_id: format!("rf{}", self.requests),
+                    payment_id: payment,
+                    channel_id: channel,
+                    channel_trade_no: trade,
+                    amount: Amount::from_minor(1 + self.rng.below(600_000) as i64),
+                };
+                if self.rng.chance(33) {
+                    self.command(Command::ReversePayment(request));
+                } else {
+                    self.command(Command::RefundPayment(request));
+                }
+            }
+            93 => {
+                // Risk: hold some available money, release a hold, or freeze/unfreeze.
+                let merchant = self.merchant();
+                match self.rng.below(3) {
+                    0 => {
+                        self.holds += 1;
+                        let amount = 1 + self.rng.below(500_000) as i64;
+                        self.command(Command::PlaceHold(domain::NewHold {
+                            hold_id: format!("h{}", self.holds),
+                            merchant_id: merchant.into(),
+                            amount: Amount::from_minor(amount),
+                            reason: "simulated risk".into(),
+                        }));
+                    }
+                    1 if self.holds > 0 => {
+                        let hold_id = format!("h{}", 1 + self.rng.below(self.holds));
+                        self.command(Command::ReleaseHold { hold_id });
+                    }
+                    _ => {
+                        let frozen = self.rng.chance(30);
+                        self.command(Command::SetMerchantFrozen {
+                            merchant_id: merchant.into(),
+                            frozen,
+                        });
+                    }
+                }
+            }
+            91 => {
                 let index = self.rng.below(MERCHANTS.len() as u64) as usize;
                 let terms = terms(&mut self.rng, index);
                 self.command(Command::SetMerchantTerms {
@@ -441,12 +499,13 @@ fn run(seed: u64, steps: u64) {
     }
     let payouts = sim.platform.payouts().len();
     let payments = sim.platform.payment_count();
+    let refunds = sim.platform.refunds().len();
     eprintln!(
-        "seed {seed}: {steps} steps, {payments} pay-ins, {payouts} payouts, ops {}",
+        "seed {seed}: {steps} steps, {payments} pay-ins, {payouts} payouts, {refunds} refunds and reversals, ops {}",
         sim.platform.ops()
     );
     assert!(
-        payments > steps / 10 && payouts as u64 > steps / 100,
+        payments > steps / 10 && payouts as u64 > steps / 100 && refunds as u64 > steps / 1_000,
         "the simulation did too little"
     );
 }

@@ -144,6 +144,31 @@ async fn chat_scenario_advance_at_two_then_settlement_never_pays_more_than_the_c
     );
     let trial = c.get("/v1/ledger/trial-balance").await.unwrap().json();
     assert_eq!(trial["balanced"], true);
+
+    // Reports: the day's margin, the statement (also as CSV) and the exposure, now zero.
+    let margin = c
+        .get("/v1/reports/margin?date=2026-11-24")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        margin["total"],
+        38_145 - 25_095,
+        "fee 0.38% less cost 0.25% of the pay-in"
+    );
+    let statement = c
+        .get("/v1/reports/settlement-statement?merchant_id=M1&date=2026-11-26&format=csv")
+        .await
+        .unwrap();
+    assert_eq!(
+        statement.header("content-type"),
+        Some("text/csv; charset=utf-8")
+    );
+    let text = String::from_utf8(statement.body).unwrap();
+    assert!(text.starts_with("line,reference,channel_id"));
+    assert!(text.contains("settlement,po_2"), "{text}");
+    let exposure = c.get("/v1/reports/exposure").await.unwrap().json();
+    assert_eq!(exposure["total"], 0);
     server.stop().await;
 }
 
@@ -261,4 +286,129 @@ async fn the_test_clock_exists_only_in_sandbox_and_never_goes_back() {
         "2025 and 2026 are bundled"
     );
     sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_reversals_holds_and_freezes_over_http() {
+    let server = TestServer::sandbox("2026-11-24T09:00:00+08:00").await;
+    let mut c = server.admin().await;
+    ok(
+        &mut c,
+        "/v1/channels",
+        json!({"id": "C1", "name": "c", "currency": "CNY", "cost": {"rate_ppm": 2500}}),
+    )
+    .await;
+    ok(&mut c, "/v1/merchants", json!({
+        "id": "M1", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 3800}, "refund_fee_returned": true,
+        "settlement": {"payout_fee": 200},
+        "bank_account": {"holder": "m", "number": "6222000000000001", "bank": "b"}
+    })).await;
+    let payment = ok(&mut c, "/v1/payments", json!({
+        "channel_id": "C1", "merchant_id": "M1", "channel_trade_no": "T1", "merchant_order_no": "O1",
+        "amount": 1_000_000, "currency": "CNY", "paid_at": "2026-11-24T09:00:00+08:00"
+    })).await;
+    let id = payment["id"].as_str().unwrap().to_owned();
+
+    let refund = ok(
+        &mut c,
+        "/v1/refunds",
+        json!({"payment_id": id, "amount": 400_000, "request_id": "rf-1"}),
+    )
+    .await;
+    assert_eq!(
+        refund["fee_returned"], 1_520,
+        "0.38% of 4,000.00 comes back"
+    );
+    assert_eq!(refund["from_claims"], 398_480);
+    let again = ok(
+        &mut c,
+        "/v1/refunds",
+        json!({"payment_id": id, "amount": 400_000, "request_id": "rf-1"}),
+    )
+    .await;
+    assert_eq!(
+        again, refund,
+        "the same request id returns the first refund"
+    );
+    let too_much = c
+        .post("/v1/refunds", &json!({"payment_id": id, "amount": 600_001}))
+        .await
+        .unwrap();
+    assert_eq!(too_much.json()["error"]["code"], "refund_exceeds_payment");
+    let unknown = c
+        .post(
+            "/v1/refunds",
+            &json!({"payment_id": "pay_999", "amount": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown.json()["error"]["code"], "unknown_payment");
+    let fetched = c.get(&format!("/v1/payments/{id}")).await.unwrap().json();
+    assert_eq!(fetched["refunded"], 400_000);
+
+    // A chargeback of the rest: the claims cover it (fee kept on reversals by the same rule).
+    let reversal = ok(
+        &mut c,
+        "/v1/reversals",
+        json!({"payment_id": id, "amount": 600_000, "reference": "CB-1"}),
+    )
+    .await;
+    assert_eq!(reversal["kind"], "reversal");
+    let b = c.get("/v1/merchants/M1/balances").await.unwrap().json();
+    assert_eq!(b["pending"], 0);
+    assert_eq!(b["debt"], 0);
+
+    // Holds need available money; freezing stops payouts.
+    let p2 = ok(&mut c, "/v1/payments", json!({
+        "channel_id": "C1", "merchant_id": "M1", "channel_trade_no": "T2", "merchant_order_no": "O2",
+        "amount": 2_000_000, "currency": "CNY", "paid_at": "2026-11-24T10:00:00+08:00"
+    })).await;
+    assert_eq!(p2["merchant_claim"], 1_992_400);
+    let no_money = c
+        .post(
+            "/v1/merchants/M1/holds",
+            &json!({"amount": 100, "reason": "risk"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        no_money.json()["error"]["code"],
+        "insufficient_funds",
+        "nothing is funded yet"
+    );
+    clock_to(&mut c, "2026-11-25T02:00:00+08:00").await;
+    ok(&mut c, "/v1/channel-settlements", json!({"channel_id": "C1", "business_date": "2026-11-24", "amount": 995_000, "bank_reference": "B1"})).await;
+    let hold = ok(
+        &mut c,
+        "/v1/merchants/M1/holds",
+        json!({"hold_id": "h1", "amount": 1_000_000, "reason": "risk review"}),
+    )
+    .await;
+    assert_eq!(hold["active"], true);
+    let b = c.get("/v1/merchants/M1/balances").await.unwrap().json();
+    assert_eq!(
+        (b["available"].clone(), b["frozen"].clone()),
+        (json!(992_400), json!(1_000_000))
+    );
+    ok(&mut c, "/v1/merchants/M1/freeze", json!({"frozen": true})).await;
+    let frozen = c
+        .post(
+            "/v1/payouts",
+            &json!({"merchant_id": "M1", "amount": 1_000, "kind": "withdrawal"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(frozen.json()["error"]["code"], "merchant_frozen");
+    ok(&mut c, "/v1/merchants/M1/freeze", json!({"frozen": false})).await;
+    let released = ok(&mut c, "/v1/holds/h1/release", json!({})).await;
+    assert_eq!(released["active"], false);
+    ok(
+        &mut c,
+        "/v1/payouts",
+        json!({"merchant_id": "M1", "amount": 1_000_000, "kind": "withdrawal"}),
+    )
+    .await;
+    let trial = c.get("/v1/ledger/trial-balance").await.unwrap().json();
+    assert_eq!(trial["balanced"], true);
+    server.stop().await;
 }

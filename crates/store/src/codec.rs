@@ -4,8 +4,9 @@
 
 use domain::{
     AdvanceTerms, BankAccount, CalendarYear, Command, Cycle, Date, FeeSchedule, FunderKind,
-    FunderLine, MerchantTerms, NewChannel, NewChannelSettlement, NewFunder, NewMerchant,
-    NewPayment, PayoutId, PayoutKind, PayoutRequest, PayoutResult, SettlementTerms,
+    FunderLine, MerchantTerms, NewChannel, NewChannelSettlement, NewFunder, NewHold, NewMerchant,
+    NewPayment, PaymentId, PayoutId, PayoutKind, PayoutRequest, PayoutResult, RefundRequest,
+    SettlementTerms,
 };
 use ledger::{Amount, Currency, Timestamp};
 use serde_json::{Map, Value, json};
@@ -104,6 +105,7 @@ fn terms(t: &MerchantTerms) -> Value {
         "reserve": t.reserve_ratio_ppm,
         "bank": t.bank_account.as_ref().map(|b| json!({ "holder": b.holder, "number": b.number, "bank": b.bank })),
         "calendar": t.calendar,
+        "refund_fee": t.refund_fee_returned,
     })
 }
 
@@ -157,6 +159,10 @@ fn read_terms(value: &Value) -> StoreResult<MerchantTerms> {
         reserve_ratio_ppm: t.u32("reserve")?,
         bank_account: bank,
         calendar: t.str("calendar")?,
+        refund_fee_returned: match t.0.get("refund_fee") {
+            Some(value) => value.as_bool().ok_or_else(|| corrupt("refund_fee"))?,
+            None => false,
+        },
     })
 }
 
@@ -222,6 +228,22 @@ pub fn encode(input: &Input) -> String {
                     PayoutResult::Failed => "failed",
                     PayoutResult::Unknown => "unknown",
                 },
+            }),
+            Command::RefundPayment(r) | Command::ReversePayment(r) => json!({
+                "t": if matches!(command, Command::RefundPayment(_)) { "refund" } else { "reversal" },
+                "request_id": r.request_id, "payment": r.payment_id.0, "channel_id": r.channel_id,
+                "trade": r.channel_trade_no, "amount": r.amount.minor(),
+            }),
+            Command::PlaceHold(h) => json!({
+                "t": "hold", "hold_id": h.hold_id, "merchant_id": h.merchant_id,
+                "amount": h.amount.minor(), "reason": h.reason,
+            }),
+            Command::ReleaseHold { hold_id } => json!({ "t": "release_hold", "hold_id": hold_id }),
+            Command::SetMerchantFrozen {
+                merchant_id,
+                frozen,
+            } => json!({
+                "t": "freeze", "merchant_id": merchant_id, "frozen": frozen,
             }),
             Command::RecordChannelSettlement(s) => json!({
                 "t": "channel_settlement", "channel_id": s.channel_id,
@@ -321,6 +343,33 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             amount: f.amount("amount")?,
             bank_reference: f.str("bank_reference")?,
         }),
+        kind @ ("refund" | "reversal") => {
+            let request = RefundRequest {
+                request_id: f.str("request_id")?,
+                payment_id: PaymentId(f.u64("payment")?),
+                channel_id: f.str("channel_id")?,
+                channel_trade_no: f.str("trade")?,
+                amount: f.amount("amount")?,
+            };
+            if kind == "refund" {
+                Command::RefundPayment(request)
+            } else {
+                Command::ReversePayment(request)
+            }
+        }
+        "hold" => Command::PlaceHold(NewHold {
+            hold_id: f.str("hold_id")?,
+            merchant_id: f.str("merchant_id")?,
+            amount: f.amount("amount")?,
+            reason: f.str("reason")?,
+        }),
+        "release_hold" => Command::ReleaseHold {
+            hold_id: f.str("hold_id")?,
+        },
+        "freeze" => Command::SetMerchantFrozen {
+            merchant_id: f.str("merchant_id")?,
+            frozen: f.bool("frozen")?,
+        },
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unknown stored command {other:?}"
@@ -351,6 +400,7 @@ mod tests {
         t.settlement.run_minutes = vec![300, 900];
         t.advance.enabled = true;
         t.advance.limit_daily = Amount::from_minor(5);
+        t.refund_fee_returned = true;
         let inputs = vec![
             Input::Tick { work: 3 },
             Input::Command(Command::CreateChannel(NewChannel {
@@ -406,6 +456,33 @@ mod tests {
                 amount: Amount::from_minor(8),
                 bank_reference: "ref".into(),
             })),
+            Input::Command(Command::RefundPayment(RefundRequest {
+                request_id: "rf".into(),
+                payment_id: PaymentId(3),
+                channel_id: "C1".into(),
+                channel_trade_no: "T".into(),
+                amount: Amount::from_minor(9),
+            })),
+            Input::Command(Command::ReversePayment(RefundRequest {
+                request_id: "rv".into(),
+                payment_id: PaymentId(3),
+                channel_id: "C1".into(),
+                channel_trade_no: "T".into(),
+                amount: Amount::from_minor(9),
+            })),
+            Input::Command(Command::PlaceHold(NewHold {
+                hold_id: "h".into(),
+                merchant_id: "M1".into(),
+                amount: Amount::from_minor(5),
+                reason: "risk".into(),
+            })),
+            Input::Command(Command::ReleaseHold {
+                hold_id: "h".into(),
+            }),
+            Input::Command(Command::SetMerchantFrozen {
+                merchant_id: "M1".into(),
+                frozen: true,
+            }),
         ];
         for input in inputs {
             assert_eq!(decode(&encode(&input)).expect("decodes"), input);
