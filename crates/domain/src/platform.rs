@@ -78,6 +78,7 @@ pub(crate) const RECORD_KIND_PAYMENT: u8 = 1;
 pub(crate) const RECORD_KIND_PAYOUT: u8 = 2;
 pub(crate) const RECORD_KIND_CHANNEL_SETTLEMENT: u8 = 3;
 pub(crate) const RECORD_KIND_PAYOUT_RESULT: u8 = 4;
+pub(crate) const RECORD_KIND_LOT_FUNDED: u8 = 7;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewChannel {
@@ -524,10 +525,14 @@ impl Platform {
         let mut changed = self.ledger.expire_due(now) > 0;
         let mut work = 0;
         while work < work_max {
-            let Some(due) = self.settlements.next_due(now) else {
+            // Lots whose money arrived come first, then cutoffs and runs in time order.
+            if let Some(lot) = self.settlements.funding_queue.pop_front() {
+                self.fund_lot(now, lot);
+            } else if let Some(due) = self.settlements.next_due(now) {
+                self.run_scheduled(now, due);
+            } else {
                 break;
-            };
-            self.run_scheduled(now, due);
+            }
             changed = true;
             work += 1;
         }

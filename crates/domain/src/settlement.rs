@@ -17,7 +17,8 @@ use crate::fees::RATE_PPM_ONE;
 use crate::model::{Merchant, is_valid_external_id, is_valid_name};
 use crate::platform::{
     CommandResult, DomainError, Outcome, Platform, RECORD_KIND_CHANNEL_SETTLEMENT,
-    RECORD_KIND_PAYOUT, RECORD_KIND_PAYOUT_RESULT, internal_transfer_id, transfer_code,
+    RECORD_KIND_LOT_FUNDED, RECORD_KIND_PAYOUT, RECORD_KIND_PAYOUT_RESULT, internal_transfer_id,
+    transfer_code,
 };
 use crate::terms::{BankAccount, Cycle, MerchantTerms};
 
@@ -31,7 +32,10 @@ pub enum LotState {
     Open,
     /// The day was cut off; the channel's money has not arrived.
     Sealed,
-    /// The channel's money arrived.
+    /// The channel's money arrived; the lot waits its turn to be marked funded (funding is
+    /// spread over ticks so a large payment does not stall pay-ins). Still unfunded.
+    Funding,
+    /// The channel's money arrived and the claims are available.
     Funded,
 }
 
@@ -40,6 +44,7 @@ impl LotState {
         match self {
             LotState::Open => "open",
             LotState::Sealed => "sealed",
+            LotState::Funding => "funding",
             LotState::Funded => "funded",
         }
     }
@@ -304,6 +309,8 @@ pub struct Settlements {
     /// Per channel: refunds of lots the channel had already paid, to deduct from what it owes
     /// next.
     pub(crate) channel_refunds_due: HashMap<u32, Amount>,
+    /// Lots whose channel money arrived, waiting to be marked funded, oldest first.
+    pub(crate) funding_queue: std::collections::VecDeque<LotId>,
 }
 
 /// The next instant after `after` at one of `minutes` (local time of day).
@@ -398,7 +405,7 @@ impl Settlements {
     }
 
     pub(crate) fn has_due(&self, now: Timestamp) -> bool {
-        self.schedule.first().is_some_and(|w| w.at <= now)
+        !self.funding_queue.is_empty() || self.schedule.first().is_some_and(|w| w.at <= now)
     }
 
     /// Schedules the next occurrence of `work`, by the terms in force when it ran.
@@ -1252,7 +1259,12 @@ impl Platform {
             .map(|ids| {
                 ids.iter()
                     .copied()
-                    .filter(|id| !self.settlements.lot(*id).is_funded())
+                    .filter(|id| {
+                        matches!(
+                            self.settlements.lot(*id).state,
+                            LotState::Open | LotState::Sealed
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -1313,46 +1325,18 @@ impl Platform {
             sub(new.amount, expected),
             transfer_code::FUNDS_EXCESS,
         );
-        let mut releases: Vec<(u32, Option<String>, Amount)> = Vec::new();
-        for id in &lot_ids {
-            let lot = self.settlements.lot(*id);
-            let accounts = self.merchants[lot.merchant as usize].accounts;
-            post(
-                accounts.pending,
-                accounts.available,
-                lot.remaining(),
-                transfer_code::CLAIMS_FUNDED,
-            );
-            for (payout, slice) in &lot.exposures {
-                post(
-                    platform.advances_outstanding,
-                    accounts.advanced,
-                    *slice,
-                    transfer_code::ADVANCE_RELEASED,
-                );
-                let funder = self
-                    .settlements
-                    .payout(*payout)
-                    .and_then(|p| p.funder.clone());
-                releases.push((lot.merchant, funder, *slice));
-            }
-        }
         self.ledger
             .apply_chain(now, &events)
             .map_err(|f| DomainError::Ledger(f.error))?;
-        for (merchant, funder, amount) in releases {
-            self.release_exposure(merchant, funder.as_deref(), amount);
-        }
         if netted.is_positive() {
             self.settlements
                 .channel_refunds_due
                 .insert(channel, sub(refunds_due, netted));
         }
+        // The money is in; the lots become funded over the next ticks, in order.
         for id in &lot_ids {
-            let lot = &mut self.settlements.lots[id.0 as usize];
-            lot.state = LotState::Funded;
-            lot.funded_at = Some(now);
-            lot.exposures.clear();
+            self.settlements.lot_mut(*id).state = LotState::Funding;
+            self.settlements.funding_queue.push_back(*id);
         }
         let settlement = ChannelSettlement {
             id: record,
@@ -1376,6 +1360,63 @@ impl Platform {
             settlement,
             created: true,
         })
+    }
+
+    /// Marks one lot whose channel money arrived as funded: its remaining claims become
+    /// available and the advances drawn on it are repaid (their exposure released).
+    pub(crate) fn fund_lot(&mut self, now: Timestamp, id: LotId) {
+        let lot = self.settlements.lot(id).clone();
+        let m = &self.merchants[lot.merchant as usize];
+        let (accounts, currency) = (m.accounts, m.currency);
+        let platform = self.platform_accounts_for(currency);
+        let mut events = Vec::new();
+        let mut leg = 0u32;
+        let mut post = |debit: AccountId, credit: AccountId, amount: Amount, code: u16| {
+            if amount.is_positive() {
+                leg += 1;
+                events.push(transfer(
+                    RECORD_KIND_LOT_FUNDED,
+                    u64::from(id.0),
+                    leg,
+                    debit,
+                    credit,
+                    amount,
+                    code,
+                ));
+            }
+        };
+        post(
+            accounts.pending,
+            accounts.available,
+            lot.remaining(),
+            transfer_code::CLAIMS_FUNDED,
+        );
+        let mut releases = Vec::new();
+        for (payout, slice) in &lot.exposures {
+            post(
+                platform.advances_outstanding,
+                accounts.advanced,
+                *slice,
+                transfer_code::ADVANCE_RELEASED,
+            );
+            let funder = self
+                .settlements
+                .payout(*payout)
+                .and_then(|p| p.funder.clone());
+            releases.push((funder, *slice));
+        }
+        // These postings move balances the lot accounts for exactly; a refusal would mean the
+        // books and the lots disagree, which `check_invariants` reports.
+        if self.ledger.apply_chain(now, &events).is_err() {
+            return;
+        }
+        for (funder, amount) in releases {
+            self.release_exposure(lot.merchant, funder.as_deref(), amount);
+        }
+        let stored = self.settlements.lot_mut(id);
+        stored.state = LotState::Funded;
+        stored.funded_at = Some(now);
+        stored.exposures.clear();
     }
 
     /// A settlement run for one merchant, scheduled at `at`: pays what is left of its due lots

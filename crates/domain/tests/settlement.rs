@@ -82,9 +82,12 @@ struct World {
 }
 
 impl World {
+    /// Applies a command, then lets the next ticks (as the engine's next batches would) do
+    /// the work it made due, such as marking funded lots.
     fn apply(&mut self, command: Command) -> Result<Outcome, DomainError> {
         let result = self.p.apply(self.now, &command);
         self.p.check_invariants().unwrap();
+        self.advance_to(self.now);
         result
     }
 

@@ -207,7 +207,8 @@ impl Sim {
         sim
     }
 
-    /// Applies a command; what changed the state is logged (uncommitted until `commit`).
+    /// Applies a command; what changed the state is logged (uncommitted until `commit`). Work
+    /// the command made due (lots to mark funded) waits for the next tick, as in the engine.
     fn command(&mut self, command: Command) -> Option<Outcome> {
         let result = self.platform.apply(self.now, &command);
         self.last = format!("{command:?} -> {result:?}");
@@ -265,7 +266,7 @@ impl Sim {
         self.last = String::from("(no command)");
         let roll = self.rng.below(100);
         match roll {
-            0..=34 => {
+            0..=33 => {
                 let retry = self.trades > 0 && self.rng.chance(10);
                 let trade = if retry {
                     self.rng.below(self.trades)
@@ -291,6 +292,7 @@ impl Sim {
                         .push((p.id, p.channel_id.clone(), p.channel_trade_no.clone()));
                 }
             }
+            34 => self.tick_until_idle(),
             35..=49 => {
                 // Time passes: minutes, hours, or (rarely) a long holiday stretch.
                 let minutes = match self.rng.below(10) {

@@ -37,6 +37,8 @@ enum BenchCommand {
     Http(bench::http::HttpArgs),
     /// Resident memory per ledger account and per merchant.
     Accounts(bench::accounts::AccountsArgs),
+    /// Cutoff, funds arrival and settlement for many merchants while pay-ins keep flowing.
+    Settle(bench::settle::SettleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
         Commands::Bench(BenchCommand::Http(args)) => bench::http::run(&args),
         Commands::Bench(BenchCommand::Accounts(args)) => bench::accounts::run(&args),
+        Commands::Bench(BenchCommand::Settle(args)) => bench::settle::run(&args),
     }
 }
 

@@ -623,6 +623,8 @@ impl Applier {
                 Request::Query(query) => deliveries.push(query(&self.platform)),
             }
         }
+        // Commands may have made work due (lots to mark funded): come back for it at once.
+        self.work_due = self.work_due || self.platform.has_due_work(now);
         AppliedBatch {
             effects: self.platform.take_effects(),
             inputs,

@@ -3,3 +3,4 @@
 pub mod accounts;
 pub mod http;
 pub mod payins;
+pub mod settle;
