@@ -445,6 +445,7 @@ pub fn refund_out(r: &domain::Refund) -> serde_json::Value {
         "amount": r.amount.minor(),
         "fee_returned": r.fee_returned.minor(),
         "from_claims": r.from_claims.minor(),
+        "from_reserve": r.from_reserve.minor(),
         "debt": r.debt.minor(),
         "created_at": format_timestamp(r.created_at),
     })

@@ -301,7 +301,7 @@ fn schemas() -> Value {
                     "limit_outstanding": amount("Claims drawn and not yet funded (0: none)."),
                     "allow_below_cost_of_funds": { "type": "boolean" }
                 }},
-                "reserve_ratio_ppm": { "type": "integer" },
+                "reserve_ratio_ppm": { "type": "integer", "description": "Share of funded claims held as reserve (a hold named reserve-lot-N); reversals use it before creating debt." },
                 "bank_account": { "type": "object", "properties": { "holder": { "type": "string" }, "number": { "type": "string" }, "bank": { "type": "string" } } },
                 "calendar": { "type": "string", "description": "Business calendar for T cycles (default cn)." },
                 "refund_fee_returned": { "type": "boolean", "description": "Refunds give back the matching share of the merchant fee (default false)." },
@@ -387,7 +387,7 @@ fn schemas() -> Value {
             "id": { "type": "string" }, "kind": { "type": "string", "enum": ["refund", "reversal"] }, "request_id": { "type": "string" },
             "payment_id": { "type": "string" }, "merchant_id": { "type": "string" }, "amount": amount(""),
             "fee_returned": amount("Share of the merchant fee given back (by the terms' refund_fee_returned)."),
-            "from_claims": amount("Taken from the merchant's claims."), "debt": amount("Not covered: the merchant's new debt (reversals)."),
+            "from_claims": amount("Taken from the merchant's free claims."), "from_reserve": amount("Taken from its reserve (reversals)."), "debt": amount("Not covered: the merchant's new debt (reversals)."),
             "created_at": timestamp("")
         }},
         "CreateHold": { "type": "object", "additionalProperties": false, "required": ["amount", "reason"], "properties": {

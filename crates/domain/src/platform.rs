@@ -65,6 +65,8 @@ pub mod transfer_code {
     pub const REVERSAL_DEBT: u16 = 32;
     pub const DEBT_RECOVERED: u16 = 33;
     pub const HOLD_PLACED: u16 = 40;
+    pub const RESERVE_HELD: u16 = 42;
+    pub const RESERVE_USED: u16 = 43;
     pub const HOLD_RELEASED: u16 = 41;
 }
 

@@ -59,8 +59,10 @@ pub struct Refund {
     pub amount: Amount,
     /// The part of the merchant fee the platform gave back (by the merchant's terms).
     pub fee_returned: Amount,
-    /// Taken from the merchant's claims.
+    /// Taken from the merchant's free claims.
     pub from_claims: Amount,
+    /// Taken from the merchant's reserve (reversals only).
+    pub from_reserve: Amount,
     /// What the claims could not cover (reversals only): the merchant's new debt.
     pub debt: Amount,
     pub created_at: Timestamp,
@@ -231,6 +233,51 @@ impl Platform {
         if left > 0 && !reversal {
             return Err(DomainError::InsufficientFunds);
         }
+        // A reversal the free claims cannot cover is paid from the reserve next: active
+        // reserve holds, oldest first, against funded claims the holds cover.
+        let mut from_reserve = Vec::new();
+        let reserve_takes_from = takes.len();
+        if left > 0 {
+            let mut funded_left: Vec<(LotId, i64)> = self
+                .settlements
+                .merchant_lots(merchant)
+                .iter()
+                .map(|id| (*id, self.settlements.lot(*id)))
+                .filter(|(_, lot)| lot.is_funded())
+                .map(|(id, lot)| {
+                    let taken: i64 = takes
+                        .iter()
+                        .filter(|(t, _, _)| *t == id)
+                        .map(|(_, _, a)| a.minor())
+                        .sum();
+                    (id, lot.remaining().minor() - taken)
+                })
+                .collect();
+            for (index, hold) in self.settlements.holds.iter().enumerate() {
+                if left == 0 {
+                    break;
+                }
+                if !hold.active || hold.reason != "reserve" || hold.merchant_id != merchant_id {
+                    continue;
+                }
+                let use_amount = hold.amount.minor().min(left);
+                let mut to_place = use_amount;
+                for (id, room) in funded_left.iter_mut() {
+                    let x = (*room).min(to_place);
+                    if x > 0 {
+                        takes.push((*id, true, Amount::from_minor(x)));
+                        *room -= x;
+                        to_place -= x;
+                    }
+                }
+                let used = use_amount - to_place;
+                if used > 0 {
+                    from_reserve.push((index, Amount::from_minor(used)));
+                    left -= used;
+                }
+            }
+        }
+        let reserve_used: i64 = from_reserve.iter().map(|(_, a)| a.minor()).sum();
         let debt = Amount::from_minor(left);
         let platform = self.platform_accounts_for(currency);
         let receivable = self.channels[channel as usize].receivable_account;
@@ -251,13 +298,20 @@ impl Platform {
                 ));
             }
         };
-        for (_, funded, take) in &takes {
-            let source = if *funded {
+        for (i, (_, funded, take)) in takes.iter().enumerate() {
+            let source = if i >= reserve_takes_from {
+                accounts.frozen
+            } else if *funded {
                 accounts.available
             } else {
                 accounts.pending
             };
-            post(source, *take, transfer_code::REFUND_CLAIM);
+            let code = if i >= reserve_takes_from {
+                transfer_code::RESERVE_USED
+            } else {
+                transfer_code::REFUND_CLAIM
+            };
+            post(source, *take, code);
         }
         post(platform.fee_income, fee_returned, transfer_code::REFUND_FEE);
         post(accounts.debt, debt, transfer_code::REVERSAL_DEBT);
@@ -288,6 +342,16 @@ impl Platform {
                 .or_insert(Amount::ZERO);
             *due = Amount::from_minor(due.minor() + due_later);
         }
+        for (index, used) in from_reserve {
+            let hold = &mut self.settlements.holds[index];
+            hold.amount = Amount::from_minor(hold.amount.minor() - used.minor());
+            if hold.amount == Amount::ZERO {
+                hold.active = false;
+                hold.released_at = Some(now);
+            }
+            let held = &mut self.settlements.held[merchant as usize];
+            *held = Amount::from_minor(held.minor() - used.minor());
+        }
         let debt_slot = &mut self.settlements.debt[merchant as usize];
         *debt_slot = Amount::from_minor(debt_slot.minor() + debt.minor());
         self.settlements
@@ -305,7 +369,8 @@ impl Platform {
             merchant_id,
             amount: request.amount,
             fee_returned,
-            from_claims: Amount::from_minor(merchant_part - left),
+            from_claims: Amount::from_minor(merchant_part - left - reserve_used),
+            from_reserve: Amount::from_minor(reserve_used),
             debt,
             created_at: now,
         };

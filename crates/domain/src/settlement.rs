@@ -1368,6 +1368,16 @@ impl Platform {
         let lot = self.settlements.lot(id).clone();
         let m = &self.merchants[lot.merchant as usize];
         let (accounts, currency) = (m.accounts, m.currency);
+        // The reserve (保证金): a share of the funded claims held back, as a hold anyone can
+        // list and an operator can release.
+        let ratio = m.terms_at(now).reserve_ratio_ppm;
+        let reserve = Amount::from_minor(
+            i64::try_from(
+                i128::from(lot.remaining().minor()) * i128::from(ratio) / i128::from(RATE_PPM_ONE),
+            )
+            .unwrap_or(0),
+        );
+        let merchant_id = m.id.clone();
         let platform = self.platform_accounts_for(currency);
         let mut events = Vec::new();
         let mut leg = 0u32;
@@ -1390,6 +1400,12 @@ impl Platform {
             accounts.available,
             lot.remaining(),
             transfer_code::CLAIMS_FUNDED,
+        );
+        post(
+            accounts.available,
+            accounts.frozen,
+            reserve,
+            transfer_code::RESERVE_HELD,
         );
         let mut releases = Vec::new();
         for (payout, slice) in &lot.exposures {
@@ -1417,6 +1433,19 @@ impl Platform {
         stored.state = LotState::Funded;
         stored.funded_at = Some(now);
         stored.exposures.clear();
+        if reserve.is_positive() {
+            let held = &mut self.settlements.held[lot.merchant as usize];
+            *held = add(*held, reserve);
+            self.settlements.holds.push(crate::refunds::Hold {
+                id: format!("reserve-lot-{}", id.0),
+                merchant_id,
+                amount: reserve,
+                reason: "reserve".into(),
+                active: true,
+                created_at: now,
+                released_at: None,
+            });
+        }
     }
 
     /// A settlement run for one merchant, scheduled at `at`: pays what is left of its due lots

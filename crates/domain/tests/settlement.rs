@@ -710,3 +710,49 @@ fn holds_and_freezes_stop_payouts() {
     .unwrap();
     w.payout("w3", yuan(1_000), PayoutKind::Withdrawal).unwrap();
 }
+
+#[test]
+fn the_reserve_holds_a_share_of_funded_claims_and_pays_reversals_before_debt() {
+    let mut w = world(Cycle::T1);
+    let mut t = terms(Cycle::T1);
+    t.reserve_ratio_ppm = 100_000; // 10%
+    w.apply(Command::SetMerchantTerms {
+        merchant_id: "M1".into(),
+        terms: t,
+    })
+    .unwrap();
+    payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
+    w.advance_to(at("2026-11-25", 1, 30));
+    w.apply(Command::RecordChannelSettlement(NewChannelSettlement {
+        channel_id: "C1".into(),
+        business_date: date("2026-11-24"),
+        amount: Amount::from_minor(GROSS_FOR_100K_CLAIMS - 25_095),
+        bank_reference: "B".into(),
+    }))
+    .unwrap();
+    let b = w.balances();
+    assert_eq!((b.available, b.frozen), (yuan(90_000), yuan(10_000)));
+    assert!(
+        w.p.holds()
+            .iter()
+            .any(|h| h.reason == "reserve" && h.amount == yuan(10_000))
+    );
+    w.payout("w", yuan(89_998), PayoutKind::Withdrawal).unwrap();
+    assert_eq!(w.balances().available, Amount::ZERO);
+    // A chargeback of 5,000.00: no free claims are left, the reserve pays it, no debt.
+    let Outcome::Refund { refund, .. } = w
+        .apply(Command::ReversePayment(refund_request(
+            &w,
+            "cb",
+            "T1",
+            yuan(5_000),
+        )))
+        .unwrap()
+    else {
+        panic!("not a reversal");
+    };
+    assert_eq!(refund.from_reserve, yuan(5_000));
+    assert_eq!(refund.debt, Amount::ZERO);
+    assert_eq!(w.balances().frozen, yuan(5_000));
+    assert_eq!(w.balances().debt, Amount::ZERO);
+}
