@@ -84,6 +84,8 @@ pub struct CreateChannel {
     pub cost: FeeScheduleIn,
     /// When the channel pays the platform: T1 (default), D1, T0 or D0.
     pub settlement_cycle: Option<String>,
+    /// What the channel charges per payout it carries (default 0).
+    pub payout_cost: Option<Number>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,7 @@ pub struct ChannelOut {
     pub currency: String,
     pub cost: FeeScheduleOut,
     pub settlement_cycle: &'static str,
+    pub payout_cost: i64,
     pub receivable_account_id: u64,
     pub created_at: String,
 }
@@ -195,6 +198,7 @@ impl From<&Channel> for ChannelOut {
             currency: c.currency.to_string(),
             cost: (&c.cost).into(),
             settlement_cycle: c.settlement_cycle.as_str(),
+            payout_cost: c.payout_cost.minor(),
             receivable_account_id: c.receivable_account.0,
             created_at: format_timestamp(c.created_at),
         }

@@ -356,6 +356,7 @@ pub fn payout_out(p: &Payout) -> serde_json::Value {
         "funded": p.funded,
         "funder_id": p.funder,
         "days_to_funds": p.days_to_funds,
+        "channel_cost": p.channel_cost.minor(),
         "bank_account": { "holder": p.bank_account.holder, "number": p.bank_account.number, "bank": p.bank_account.bank },
         "draws": p.draws.iter().map(|(lot, a)| serde_json::json!({ "lot_id": lot.0, "amount": a.minor() })).collect::<Vec<_>>(),
         "created_at": format_timestamp(p.created_at),

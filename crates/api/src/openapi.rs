@@ -128,7 +128,8 @@ fn schemas() -> Value {
                 "name": { "type": "string", "minLength": 1, "maxLength": 128 },
                 "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
                 "cost": schema_ref("FeeSchedule"),
-                "settlement_cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"], "description": "When the channel pays the platform (default T1)." }
+                "settlement_cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"], "description": "When the channel pays the platform (default T1)." },
+                "payout_cost": amount("What the channel charges the platform per payout it carries (default 0).")
             }
         },
         "Channel": {
@@ -138,6 +139,7 @@ fn schemas() -> Value {
                 "id": { "type": "string" }, "name": { "type": "string" },
                 "currency": { "type": "string" }, "cost": schema_ref("FeeSchedule"),
                 "settlement_cycle": { "type": "string", "enum": ["T1", "D1", "T0", "D0"] },
+                "payout_cost": amount("Per payout."),
                 "receivable_account_id": { "type": "integer", "format": "int64" },
                 "created_at": timestamp("When it was created.")
             }

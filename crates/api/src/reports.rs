@@ -212,7 +212,8 @@ struct MarginQuery {
 }
 
 /// The platform's margin for one business date, per merchant: pay-in fees less channel costs,
-/// plus the fees of payouts made that day, less fees refunded that day.
+/// plus the fees of payouts made that day, less fees refunded that day and less what the
+/// channels charged for the payouts that succeeded.
 async fn daily_margin(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -231,14 +232,19 @@ async fn daily_margin(
                     let day = lots.iter().filter(|l| l.business_date == date);
                     let fees: i64 = day.clone().map(|l| l.fees.minor()).sum();
                     let costs: i64 = day.map(|l| l.costs.minor()).sum();
-                    let payout_fees: i64 = p
+                    let payouts: Vec<_> = p
                         .merchant_payouts(&m.id)
-                        .iter()
+                        .into_iter()
                         .filter(|po| {
                             local_date(po.created_at) == date
                                 && po.status != domain::PayoutStatus::Failed
                         })
-                        .map(|po| po.fee.minor())
+                        .collect();
+                    let payout_fees: i64 = payouts.iter().map(|po| po.fee.minor()).sum();
+                    let payout_costs: i64 = payouts
+                        .iter()
+                        .filter(|po| po.status == domain::PayoutStatus::Succeeded)
+                        .map(|po| po.channel_cost.minor())
                         .sum();
                     let refunded_fees: i64 = p
                         .refunds()
@@ -252,7 +258,8 @@ async fn daily_margin(
                         "channel_costs": costs,
                         "payout_fees": payout_fees,
                         "refunded_fees": refunded_fees,
-                        "margin": fees - costs + payout_fees - refunded_fees,
+                        "payout_costs": payout_costs,
+                        "margin": fees - costs + payout_fees - refunded_fees - payout_costs,
                     })
                 })
                 .collect::<Vec<_>>()
@@ -267,6 +274,7 @@ async fn daily_margin(
             "channel_costs",
             "payout_fees",
             "refunded_fees",
+            "payout_costs",
             "margin",
         ],
         rows,

@@ -387,6 +387,10 @@ async fn create_channel(
             .settlement_cycle
             .as_deref()
             .map_or(Ok(domain::Cycle::T1), crate::dto_settlement::cycle)?,
+        payout_cost: request
+            .payout_cost
+            .as_ref()
+            .map_or(Ok(ledger::Amount::ZERO), |c| dto::amount(c, "payout_cost"))?,
     });
     let line = format!("{} {}", Method::POST, uri.path());
     execute(

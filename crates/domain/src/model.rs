@@ -43,6 +43,8 @@ pub struct Channel {
     pub cost: FeeSchedule,
     /// When the channel pays the platform for a business day (T1: next business day).
     pub settlement_cycle: Cycle,
+    /// What the channel charges the platform for each payout it carries.
+    pub payout_cost: Amount,
     /// What the channel owes the platform (an asset).
     pub receivable_account: AccountId,
     pub created_at: Timestamp,

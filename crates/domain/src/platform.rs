@@ -54,6 +54,7 @@ pub mod transfer_code {
     pub const PAYOUT_PAID: u16 = 12;
     pub const PAYOUT_RETURNED: u16 = 13;
     pub const PAYOUT_FEE_RETURNED: u16 = 14;
+    pub const PAYOUT_COST: u16 = 17;
     pub const ADVANCE_DRAWN: u16 = 15;
     pub const ADVANCE_RELEASED: u16 = 16;
     pub const FUNDS_RECEIVED: u16 = 20;
@@ -89,6 +90,8 @@ pub struct NewChannel {
     pub currency: Currency,
     pub cost: FeeSchedule,
     pub settlement_cycle: Cycle,
+    /// What the channel charges the platform per payout it carries.
+    pub payout_cost: Amount,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -586,11 +589,15 @@ impl Platform {
 
     fn create_channel(&mut self, now: Timestamp, new: &NewChannel) -> CommandResult {
         validate_party(&new.id, &new.name, &new.cost)?;
+        if new.payout_cost.minor() < 0 {
+            return Err(DomainError::AmountMustBePositive);
+        }
         if let Some(existing) = self.channel(&new.id) {
             let same = existing.name == new.name
                 && existing.currency == new.currency
                 && existing.cost == new.cost
-                && existing.settlement_cycle == new.settlement_cycle;
+                && existing.settlement_cycle == new.settlement_cycle
+                && existing.payout_cost == new.payout_cost;
             return if same {
                 Ok(Outcome::Channel {
                     channel: existing.clone(),
@@ -618,6 +625,7 @@ impl Platform {
             currency: new.currency,
             cost: new.cost,
             settlement_cycle: new.settlement_cycle,
+            payout_cost: new.payout_cost,
             receivable_account: receivable,
             created_at: now,
         };

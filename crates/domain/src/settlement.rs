@@ -241,6 +241,9 @@ pub struct Payout {
     pub funder: Option<String>,
     /// Natural days until the channel's money was expected, for advances.
     pub days_to_funds: u32,
+    /// What the payout channel charges the platform for it (the channel of the first lot it
+    /// drew), posted when it succeeds.
+    pub channel_cost: Amount,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -1004,6 +1007,9 @@ impl Platform {
                 (today, need, limit)
             };
         }
+        let channel_cost = plan.draws.first().map_or(Amount::ZERO, |(lot, _)| {
+            self.channels[self.settlements.lot(*lot).channel as usize].payout_cost
+        });
         let payout = Payout {
             id,
             request_id,
@@ -1017,6 +1023,7 @@ impl Platform {
             draws: plan.draws,
             funder: plan.funder.map(|f| self.settlements.funders[f].id.clone()),
             days_to_funds: plan.days_to_funds,
+            channel_cost,
             created_at: now,
             updated_at: now,
         };
@@ -1104,7 +1111,7 @@ impl Platform {
     ) -> Result<(), DomainError> {
         let currency = self.merchants[merchant as usize].currency;
         let platform = self.platform_accounts_for(currency);
-        let event = transfer(
+        let mut events = vec![transfer(
             RECORD_KIND_PAYOUT_RESULT,
             payout.id.0,
             1,
@@ -1112,9 +1119,20 @@ impl Platform {
             platform.cash,
             payout.amount,
             transfer_code::PAYOUT_PAID,
-        );
+        )];
+        if payout.channel_cost.is_positive() {
+            events.push(transfer(
+                RECORD_KIND_PAYOUT_RESULT,
+                payout.id.0,
+                2,
+                platform.channel_cost,
+                platform.cash,
+                payout.channel_cost,
+                transfer_code::PAYOUT_COST,
+            ));
+        }
         self.ledger
-            .apply_chain(now, &[event])
+            .apply_chain(now, &events)
             .map(|_| ())
             .map_err(|f| DomainError::Ledger(f.error))
     }

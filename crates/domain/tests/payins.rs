@@ -29,6 +29,7 @@ fn platform() -> Platform {
             currency: Currency::CNY,
             cost: rate(2_500),
             settlement_cycle: Cycle::T1,
+            payout_cost: Amount::from_minor(100),
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),
@@ -170,6 +171,7 @@ fn a_fee_that_eats_the_whole_amount_is_refused() {
             currency: Currency::CNY,
             cost: rate(0),
             settlement_cycle: Cycle::T1,
+            payout_cost: Amount::from_minor(100),
         }),
     )
     .unwrap();

@@ -173,6 +173,7 @@ impl Sim {
                     ..FeeSchedule::default()
                 },
                 settlement_cycle: cycle,
+                payout_cost: Amount::from_minor(100),
             }));
         }
         for (index, id) in MERCHANTS.iter().enumerate() {

@@ -36,6 +36,7 @@ fn setup() -> Vec<Command> {
                 ..FeeSchedule::default()
             },
             settlement_cycle: Cycle::T1,
+            payout_cost: Amount::from_minor(100),
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),

@@ -187,6 +187,7 @@ pub fn encode(input: &Input) -> String {
             Command::CreateChannel(c) => json!({
                 "t": "create_channel", "id": c.id, "name": c.name, "currency": c.currency.as_str(),
                 "cost": schedule(&c.cost), "cycle": c.settlement_cycle.as_str(),
+                "payout_cost": c.payout_cost.minor(),
             }),
             Command::CreateMerchant(m) => json!({
                 "t": "create_merchant", "id": m.id, "name": m.name, "currency": m.currency.as_str(),
@@ -272,6 +273,10 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             currency: f.currency("currency")?,
             cost: read_schedule(f.value("cost")?)?,
             settlement_cycle: f.cycle("cycle")?,
+            payout_cost: match f.0.get("payout_cost") {
+                Some(_) => f.amount("payout_cost")?,
+                None => Amount::ZERO,
+            },
         }),
         "create_merchant" => Command::CreateMerchant(NewMerchant {
             id: f.str("id")?,
@@ -409,6 +414,7 @@ mod tests {
                 currency: Currency::CNY,
                 cost: FeeSchedule::default(),
                 settlement_cycle: Cycle::D1,
+                payout_cost: Amount::from_minor(150),
             })),
             Input::Command(Command::CreateMerchant(NewMerchant {
                 id: "M1".into(),

@@ -84,6 +84,7 @@ fn setup_commands() -> Vec<Command> {
             currency: Currency::CNY,
             cost: rate(2_500),
             settlement_cycle: domain::Cycle::T1,
+            payout_cost: ledger::Amount::ZERO,
         }),
         Command::CreateMerchant(NewMerchant {
             id: "M1".into(),

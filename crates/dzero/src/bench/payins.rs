@@ -120,6 +120,7 @@ async fn setup(engine: &Engine, merchants: u64) -> anyhow::Result<()> {
         currency: Currency::CNY,
         cost: rate(2_500),
         settlement_cycle: domain::Cycle::T1,
+        payout_cost: ledger::Amount::ZERO,
     })];
     commands.extend((0..merchants).map(|m| {
         Command::CreateMerchant(NewMerchant {

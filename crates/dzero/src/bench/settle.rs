@@ -94,6 +94,7 @@ pub fn run(args: &SettleArgs) -> anyhow::Result<()> {
             ..FeeSchedule::default()
         },
         settlement_cycle: Cycle::T1,
+        payout_cost: Amount::from_minor(100),
     }));
     applied(&engine.submit_blocking(setup)?)?;
     let terms = MerchantTerms {
