@@ -385,6 +385,10 @@ pub struct CreateChannelSettlement {
     pub business_date: String,
     pub amount: Number,
     pub bank_reference: String,
+    /// Payments the channel did not pay for (reversals, chargebacks) in this statement: each is
+    /// applied as a reversal first, so its shortfall is the merchant's (debt if its claims
+    /// cannot cover it) and only an unexplained difference remains a discrepancy.
+    pub reversals: Option<Vec<CreateReversal>>,
 }
 
 pub fn channel_settlement_out(s: &ChannelSettlement) -> serde_json::Value {

@@ -370,7 +370,8 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false, "required": ["channel_id", "business_date", "amount", "bank_reference"],
             "properties": {
                 "channel_id": { "type": "string" }, "business_date": { "type": "string", "format": "date" },
-                "amount": amount("What arrived."), "bank_reference": { "type": "string" }
+                "amount": amount("What arrived."), "bank_reference": { "type": "string" },
+                "reversals": { "type": "array", "items": schema_ref("CreateReversal"), "description": "Payments the channel did not pay for: applied as reversals first, so their shortfall is the merchant's; only an unexplained difference stays a discrepancy." }
             }
         },
         "ChannelSettlement": { "type": "object", "properties": {

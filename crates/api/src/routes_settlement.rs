@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use domain::{Command, CommandResult, NewChannelSettlement, Outcome, PayoutRequest, PayoutResult};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::auth::Scope;
 use crate::dto::{self, format_timestamp};
@@ -396,7 +396,40 @@ async fn resolve_payout(
     .await
 }
 
+/// The channel settlement is the last command; reversals listed in the statement come first.
 fn render_channel_settlement(results: &[CommandResult]) -> (u16, Vec<u8>) {
+    let Some((last, reversals)) = results.split_last() else {
+        return ApiError::internal("no result").to_parts();
+    };
+    if !reversals.is_empty() {
+        let reversals: Vec<Value> = reversals
+            .iter()
+            .map(|r| match r {
+                Ok(Outcome::Refund { refund, .. }) => wire::refund_out(refund),
+                Ok(_) => json!({ "error": { "code": "internal" } }),
+                Err(error) => ApiError::from(error.clone()).body(),
+            })
+            .collect();
+        return match last {
+            Ok(Outcome::ChannelSettlement {
+                settlement,
+                created,
+            }) => {
+                let mut body = wire::channel_settlement_out(settlement);
+                body["reversals"] = Value::Array(reversals);
+                to_parts(
+                    if *created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    },
+                    &body,
+                )
+            }
+            Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
+            Err(error) => ApiError::from(error.clone()).to_parts(),
+        };
+    }
     match single(results) {
         Ok(Outcome::ChannelSettlement {
             settlement,
@@ -424,19 +457,31 @@ async fn create_channel_settlement(
     let caller = authorize(&state, &headers, Scope::SettlementsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: wire::CreateChannelSettlement = parse(&body)?;
-    let command = Command::RecordChannelSettlement(NewChannelSettlement {
+    let mut commands = Vec::new();
+    for reversal in request.reversals.iter().flatten() {
+        commands.push(Command::ReversePayment(
+            refund_request(
+                &state,
+                &reversal.payment_id,
+                &reversal.amount,
+                reversal.reference.clone(),
+            )
+            .await?,
+        ));
+    }
+    commands.push(Command::RecordChannelSettlement(NewChannelSettlement {
         channel_id: request.channel_id,
         business_date: wire::date(&request.business_date, "business_date")?,
         amount: dto::amount(&request.amount, "amount")?,
         bank_reference: request.bank_reference,
-    });
+    }));
     execute(
         &state,
         &caller,
         &headers,
         &line(&uri),
         &body,
-        vec![command],
+        commands,
         render_channel_settlement,
     )
     .await

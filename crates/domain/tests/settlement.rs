@@ -245,7 +245,11 @@ fn chat_scenario_advance_between_cutoff_and_settlement_never_pays_twice() {
         .payout("adv-1", yuan(60_000), PayoutKind::Advance)
         .unwrap();
     assert_eq!(advance.fee, yuan(32), "0.05% of 60,000.00 plus 2.00");
-    assert_eq!(advance.channel_cost, yuan(1), "the channel's cost to carry the payout");
+    assert_eq!(
+        advance.channel_cost,
+        yuan(1),
+        "the channel's cost to carry the payout"
+    );
     assert_eq!(
         w.balances().pending,
         yuan(39_968),

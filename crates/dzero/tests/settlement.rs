@@ -412,3 +412,50 @@ async fn refunds_reversals_holds_and_freezes_over_http() {
     assert_eq!(trial["balanced"], true);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_statement_with_its_reversals_puts_the_shortfall_on_the_merchant() {
+    let server = TestServer::sandbox("2026-11-24T09:00:00+08:00").await;
+    let mut c = server.admin().await;
+    ok(
+        &mut c,
+        "/v1/channels",
+        json!({"id": "C1", "name": "c", "currency": "CNY", "cost": {"rate_ppm": 2500}}),
+    )
+    .await;
+    ok(
+        &mut c,
+        "/v1/merchants",
+        json!({"id": "M1", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 3800}}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for trade in ["T1", "T2"] {
+        let p = ok(&mut c, "/v1/payments", json!({
+            "channel_id": "C1", "merchant_id": "M1", "channel_trade_no": trade, "merchant_order_no": trade,
+            "amount": 1_000_000, "currency": "CNY", "paid_at": "2026-11-24T09:00:00+08:00"
+        })).await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    clock_to(&mut c, "2026-11-25T02:00:00+08:00").await;
+    // The channel owed 2 × 9,975.00, but T2 was charged back: it takes T2's gross back and
+    // keeps its fee, so it pays 19,950.00 − 10,000.00.
+    let statement = ok(&mut c, "/v1/channel-settlements", json!({
+        "channel_id": "C1", "business_date": "2026-11-24", "amount": 995_000, "bank_reference": "B1",
+        "reversals": [{"payment_id": ids[1], "amount": 1_000_000, "reference": "CB-T2"}]
+    })).await;
+    assert_eq!(statement["reversals"][0]["kind"], "reversal");
+    assert_eq!(
+        statement["discrepancy"], 0,
+        "the shortfall is explained by the reversal"
+    );
+    let b = c.get("/v1/merchants/M1/balances").await.unwrap().json();
+    assert_eq!(
+        b["available"], 992_400,
+        "T1's claim less the 38.00 fee the platform keeps on T2 (refund_fee_returned is off)"
+    );
+    assert_eq!(b["debt"], 0);
+    let trial = c.get("/v1/ledger/trial-balance").await.unwrap().json();
+    assert_eq!(trial["balanced"], true);
+    server.stop().await;
+}
