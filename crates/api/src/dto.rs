@@ -102,6 +102,7 @@ pub struct CreateMerchant {
     pub bank_account: Option<crate::dto_settlement::BankAccountDto>,
     pub calendar: Option<String>,
     pub refund_fee_returned: Option<bool>,
+    pub refund_queue: Option<bool>,
 }
 
 impl CreateMerchant {
@@ -116,6 +117,7 @@ impl CreateMerchant {
             bank_account: self.bank_account,
             calendar: self.calendar,
             refund_fee_returned: self.refund_fee_returned,
+            refund_queue: self.refund_queue,
             effective_from: None,
         }
     }

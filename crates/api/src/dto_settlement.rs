@@ -96,6 +96,9 @@ pub struct TermsIn {
     pub calendar: Option<String>,
     /// Whether refunds give back the matching share of the merchant fee (default false).
     pub refund_fee_returned: Option<bool>,
+    /// Whether a refund the claims cannot cover waits for later claims (default false:
+    /// refused with insufficient_funds).
+    pub refund_queue: Option<bool>,
     /// RFC 3339; defaults to now. Only for a new version of existing terms.
     pub effective_from: Option<String>,
 }
@@ -170,6 +173,7 @@ impl TermsIn {
             }),
             calendar: self.calendar.clone().unwrap_or_else(|| "cn".into()),
             refund_fee_returned: self.refund_fee_returned.unwrap_or(false),
+            refund_queue: self.refund_queue.unwrap_or(false),
         })
     }
 }
@@ -185,6 +189,7 @@ pub struct TermsOut {
     pub bank_account: Option<BankAccountDto>,
     pub calendar: String,
     pub refund_fee_returned: bool,
+    pub refund_queue: bool,
 }
 
 impl From<&MerchantTerms> for TermsOut {
@@ -221,6 +226,7 @@ impl From<&MerchantTerms> for TermsOut {
             }),
             calendar: t.calendar.clone(),
             refund_fee_returned: t.refund_fee_returned,
+            refund_queue: t.refund_queue,
         }
     }
 }
@@ -452,6 +458,7 @@ pub fn refund_out(r: &domain::Refund) -> serde_json::Value {
         "from_claims": r.from_claims.minor(),
         "from_reserve": r.from_reserve.minor(),
         "debt": r.debt.minor(),
+        "status": r.status.as_str(),
         "created_at": format_timestamp(r.created_at),
     })
 }

@@ -159,7 +159,8 @@ fn schemas() -> Value {
                 "reserve_ratio_ppm": { "type": "integer" },
                 "bank_account": { "$ref": "#/components/schemas/Terms/properties/bank_account" },
                 "calendar": { "type": "string" },
-                "refund_fee_returned": { "type": "boolean" }
+                "refund_fee_returned": { "type": "boolean" },
+                "refund_queue": { "type": "boolean" }
             }
         },
         "Merchant": {
@@ -307,6 +308,7 @@ fn schemas() -> Value {
                 "bank_account": { "type": "object", "properties": { "holder": { "type": "string" }, "number": { "type": "string" }, "bank": { "type": "string" } } },
                 "calendar": { "type": "string", "description": "Business calendar for T cycles (default cn)." },
                 "refund_fee_returned": { "type": "boolean", "description": "Refunds give back the matching share of the merchant fee (default false)." },
+                "refund_queue": { "type": "boolean", "description": "A refund the claims cannot cover waits (status queued) for later claims instead of being refused (default false)." },
                 "effective_from": timestamp("When this version takes effect (default now).")
             }
         },
@@ -391,6 +393,7 @@ fn schemas() -> Value {
             "payment_id": { "type": "string" }, "merchant_id": { "type": "string" }, "amount": amount(""),
             "fee_returned": amount("Share of the merchant fee given back (by the terms' refund_fee_returned)."),
             "from_claims": amount("Taken from the merchant's free claims."), "from_reserve": amount("Taken from its reserve (reversals)."), "debt": amount("Not covered: the merchant's new debt (reversals)."),
+            "status": { "type": "string", "enum": ["done", "queued"] },
             "created_at": timestamp("")
         }},
         "CreateHold": { "type": "object", "additionalProperties": false, "required": ["amount", "reason"], "properties": {

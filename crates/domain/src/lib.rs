@@ -27,7 +27,7 @@ pub use platform::{
     Command, CommandResult, DomainError, Effects, MerchantBalances, NewChannel, NewMerchant,
     Outcome, Platform, TickReport, account_code, transfer_code,
 };
-pub use refunds::{Hold, NewHold, Refund, RefundKind, RefundRequest};
+pub use refunds::{Hold, NewHold, Refund, RefundKind, RefundRequest, RefundStatus};
 pub use settlement::{
     ChannelSettlement, Funder, FunderKind, FunderLine, Lot, LotId, LotState, NewChannelSettlement,
     NewFunder, Payout, PayoutId, PayoutKind, PayoutRequest, PayoutResult, PayoutStatus,

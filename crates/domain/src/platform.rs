@@ -930,6 +930,9 @@ impl Platform {
                 op: payment.op,
             },
         );
+        if !self.settlements.queued_refunds.is_empty() {
+            self.retry_queued_refunds(now, merchant_index);
+        }
         let payment = Arc::new(payment);
         self.effects.payments.push(Arc::clone(&payment));
         Ok(Outcome::PaymentRecorded(payment))

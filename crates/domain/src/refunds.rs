@@ -49,6 +49,31 @@ impl RefundKind {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefundStatus {
+    Done,
+    /// Waiting for claims to cover it (the merchant's terms queue refunds).
+    Queued,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Done => "done",
+            RefundStatus::Queued => "queued",
+        }
+    }
+}
+
+/// What a refund or reversal took, and from where.
+#[derive(Clone, Copy, Debug, Default)]
+struct Taken {
+    fee_returned: Amount,
+    from_claims: Amount,
+    from_reserve: Amount,
+    debt: Amount,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refund {
     pub id: u64,
@@ -65,6 +90,7 @@ pub struct Refund {
     pub from_reserve: Amount,
     /// What the claims could not cover (reversals only): the merchant's new debt.
     pub debt: Amount,
+    pub status: RefundStatus,
     pub created_at: Timestamp,
 }
 
@@ -183,6 +209,75 @@ impl Platform {
         if after > entry.amount {
             return Err(DomainError::RefundExceedsPayment);
         }
+        let record = self.settlements.refunds.len() as u64 + 1;
+        let merchant_id = self.merchants[entry.merchant as usize].id.clone();
+        let queue = self.merchants[entry.merchant as usize]
+            .terms_at(now)
+            .refund_queue;
+        let (taken, status) =
+            match self.take_refund(now, request, reversal, entry, channel, before, record) {
+                Ok(taken) => (taken, RefundStatus::Done),
+                Err(DomainError::InsufficientFunds) if !reversal && queue => {
+                    (Taken::default(), RefundStatus::Queued)
+                }
+                Err(error) => return Err(error),
+            };
+        // A queued refund reserves its share of the payment at once.
+        self.settlements
+            .refunded_by_payment
+            .insert(request.payment_id, after);
+        let refund = Refund {
+            id: record,
+            kind: if reversal {
+                RefundKind::Reversal
+            } else {
+                RefundKind::Refund
+            },
+            request_id: request.request_id.clone(),
+            payment_id: request.payment_id,
+            merchant_id,
+            amount: request.amount,
+            fee_returned: taken.fee_returned,
+            from_claims: taken.from_claims,
+            from_reserve: taken.from_reserve,
+            debt: taken.debt,
+            status,
+            created_at: now,
+        };
+        if status == RefundStatus::Queued {
+            self.settlements
+                .queued_refunds
+                .push_back(self.settlements.refunds.len());
+            self.settlements.queued_trades.insert(
+                (request.payment_id, request.request_id.clone()),
+                (channel, request.channel_trade_no.clone()),
+            );
+        }
+        self.settlements
+            .refund_requests
+            .insert(key, self.settlements.refunds.len());
+        self.settlements.refunds.push(refund.clone());
+        Ok(Outcome::Refund {
+            refund,
+            created: true,
+        })
+    }
+
+    /// Takes a refund or reversal of `amount` from the merchant's claims and posts it: the
+    /// payment's lot first, then other lots, then (reversals) the reserve, then (reversals)
+    /// debt. Refuses with `InsufficientFunds` (changing nothing) when a refund cannot be covered.
+    #[allow(clippy::too_many_arguments)]
+    fn take_refund(
+        &mut self,
+        now: Timestamp,
+        request: &RefundRequest,
+        reversal: bool,
+        entry: crate::platform::TradeEntry,
+        channel: u32,
+        before: Amount,
+        record: u64,
+    ) -> Result<Taken, DomainError> {
+        let after = Amount::from_minor(before.minor() + request.amount.minor());
         let merchant = entry.merchant;
         let m = &self.merchants[merchant as usize];
         let (accounts, currency, merchant_id) = (m.accounts, m.currency, m.id.clone());
@@ -281,7 +376,6 @@ impl Platform {
         let debt = Amount::from_minor(left);
         let platform = self.platform_accounts_for(currency);
         let receivable = self.channels[channel as usize].receivable_account;
-        let record = self.settlements.refunds.len() as u64 + 1;
         let mut events = Vec::new();
         let mut leg = 0u32;
         let mut post = |debit: AccountId, amount: Amount, code: u16| {
@@ -354,34 +448,63 @@ impl Platform {
         }
         let debt_slot = &mut self.settlements.debt[merchant as usize];
         *debt_slot = Amount::from_minor(debt_slot.minor() + debt.minor());
-        self.settlements
-            .refunded_by_payment
-            .insert(request.payment_id, after);
-        let refund = Refund {
-            id: record,
-            kind: if reversal {
-                RefundKind::Reversal
-            } else {
-                RefundKind::Refund
-            },
-            request_id: request.request_id.clone(),
-            payment_id: request.payment_id,
-            merchant_id,
-            amount: request.amount,
+        Ok(Taken {
             fee_returned,
             from_claims: Amount::from_minor(merchant_part - left - reserve_used),
             from_reserve: Amount::from_minor(reserve_used),
             debt,
-            created_at: now,
-        };
-        self.settlements
-            .refund_requests
-            .insert(key, self.settlements.refunds.len());
-        self.settlements.refunds.push(refund.clone());
-        Ok(Outcome::Refund {
-            refund,
-            created: true,
         })
+    }
+
+    /// Tries the merchant's queued refunds, oldest first, after its claims grew; stops at the
+    /// first that still cannot be covered.
+    pub(crate) fn retry_queued_refunds(&mut self, now: Timestamp, merchant: u32) {
+        let merchant_id = self.merchants[merchant as usize].id.clone();
+        let queued: Vec<usize> = self
+            .settlements
+            .queued_refunds
+            .iter()
+            .copied()
+            .filter(|i| self.settlements.refunds[*i].merchant_id == merchant_id)
+            .collect();
+        for index in queued {
+            let refund = self.settlements.refunds[index].clone();
+            let Some(channel) = self.payment_channel(refund.payment_id, &refund.request_id) else {
+                continue;
+            };
+            let (channel, trade) = channel;
+            let Some(entry) = self.trades[channel as usize].get(trade.as_str()).copied() else {
+                continue;
+            };
+            let request = RefundRequest {
+                request_id: refund.request_id.clone(),
+                payment_id: refund.payment_id,
+                channel_id: self.channels[channel as usize].id.clone(),
+                channel_trade_no: trade,
+                amount: refund.amount,
+            };
+            let before = Amount::from_minor(
+                self.refunded(refund.payment_id).minor() - refund.amount.minor(),
+            );
+            match self.take_refund(now, &request, false, entry, channel, before, refund.id) {
+                Ok(taken) => {
+                    let stored = &mut self.settlements.refunds[index];
+                    stored.fee_returned = taken.fee_returned;
+                    stored.from_claims = taken.from_claims;
+                    stored.status = RefundStatus::Done;
+                    self.settlements.queued_refunds.retain(|i| *i != index);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The channel and trade number of a queued refund's payment.
+    fn payment_channel(&self, payment: PaymentId, request_id: &str) -> Option<(u32, String)> {
+        self.settlements
+            .queued_trades
+            .get(&(payment, request_id.to_owned()))
+            .cloned()
     }
 
     /// The posting that recovers merchant debt from a new claim, if there is debt: part of
@@ -505,8 +628,12 @@ impl Platform {
         let stored = &mut self.settlements.holds[index];
         stored.active = false;
         stored.released_at = Some(now);
+        let hold = stored.clone();
+        if !self.settlements.queued_refunds.is_empty() {
+            self.retry_queued_refunds(now, merchant);
+        }
         Ok(Outcome::Hold {
-            hold: stored.clone(),
+            hold,
             created: true,
         })
     }

@@ -312,6 +312,10 @@ pub struct Settlements {
     /// Per channel: refunds of lots the channel had already paid, to deduct from what it owes
     /// next.
     pub(crate) channel_refunds_due: HashMap<u32, Amount>,
+    /// Refunds waiting for claims (indexes into `refunds`), oldest first, and the payments'
+    /// channel and trade number.
+    pub(crate) queued_refunds: std::collections::VecDeque<usize>,
+    pub(crate) queued_trades: HashMap<(crate::model::PaymentId, String), (u32, String)>,
     /// Lots whose channel money arrived, waiting to be marked funded, oldest first.
     pub(crate) funding_queue: std::collections::VecDeque<LotId>,
 }
@@ -1220,6 +1224,9 @@ impl Platform {
                 payout.funder.as_deref(),
                 Amount::from_minor(released),
             );
+        }
+        if !self.settlements.queued_refunds.is_empty() {
+            self.retry_queued_refunds(now, merchant);
         }
         Ok(())
     }

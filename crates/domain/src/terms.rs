@@ -159,6 +159,9 @@ pub struct MerchantTerms {
     /// Whether a refund gives back the matching share of the merchant fee (otherwise the
     /// merchant bears the whole refund and the platform keeps its fee).
     pub refund_fee_returned: bool,
+    /// Whether a refund the claims cannot cover yet waits for later claims (otherwise it is
+    /// refused with insufficient funds).
+    pub refund_queue: bool,
 }
 
 impl MerchantTerms {
@@ -173,6 +176,7 @@ impl MerchantTerms {
             bank_account: None,
             calendar: "cn".into(),
             refund_fee_returned: false,
+            refund_queue: false,
         }
     }
 }

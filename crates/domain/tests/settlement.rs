@@ -762,3 +762,58 @@ fn the_reserve_holds_a_share_of_funded_claims_and_pays_reversals_before_debt() {
     assert_eq!(w.balances().frozen, yuan(5_000));
     assert_eq!(w.balances().debt, Amount::ZERO);
 }
+
+#[test]
+fn a_refund_waits_for_claims_when_the_terms_queue_refunds() {
+    let mut w = world(Cycle::T1);
+    let mut t = terms(Cycle::T1);
+    t.refund_queue = true;
+    w.apply(Command::SetMerchantTerms {
+        merchant_id: "M1".into(),
+        terms: t,
+    })
+    .unwrap();
+    payin(&mut w, "T1", 1_000_000);
+    w.advance_to(at("2026-11-25", 2, 0));
+    let advance = w.payout("a", yuan(9_900), PayoutKind::Advance).unwrap();
+    w.resolve(advance.id, PayoutResult::Succeeded);
+    let Outcome::Refund { refund, .. } = w
+        .apply(Command::RefundPayment(refund_request(
+            &w,
+            "rf",
+            "T1",
+            yuan(5_000),
+        )))
+        .unwrap()
+    else {
+        panic!("not a refund");
+    };
+    assert_eq!(
+        refund.status,
+        domain::RefundStatus::Queued,
+        "the claims were advanced"
+    );
+    assert_eq!(
+        w.apply(Command::RefundPayment(refund_request(
+            &w,
+            "rf-2",
+            "T1",
+            yuan(5_001)
+        ))),
+        Err(DomainError::RefundExceedsPayment),
+        "a queued refund already counts against the payment"
+    );
+    payin(&mut w, "T2", 1_000_000);
+    let done = w.p.refunds()[0].clone();
+    assert_eq!(
+        done.status,
+        domain::RefundStatus::Done,
+        "the next claim paid it"
+    );
+    assert_eq!(done.from_claims, yuan(5_000));
+    // What was left of T1 (5,505 after the advance and its 6.95 fee) plus T2's claim, less it.
+    assert_eq!(
+        w.balances().pending,
+        Amount::from_minor(5_505 + 996_200 - 500_000)
+    );
+}

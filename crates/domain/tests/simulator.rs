@@ -118,6 +118,7 @@ fn terms(rng: &mut Rng, index: usize) -> MerchantTerms {
             bank: "sim".into(),
         }),
         refund_fee_returned: rng.chance(50),
+        refund_queue: rng.chance(50),
         reserve_ratio_ppm: [0, 0, 50_000, 200_000][rng.below(4) as usize],
         ..MerchantTerms::with_fee(FeeSchedule {
             rate_ppm: 3_000 + rng.below(3_000) as u32,

@@ -106,6 +106,7 @@ fn terms(t: &MerchantTerms) -> Value {
         "bank": t.bank_account.as_ref().map(|b| json!({ "holder": b.holder, "number": b.number, "bank": b.bank })),
         "calendar": t.calendar,
         "refund_fee": t.refund_fee_returned,
+        "refund_queue": t.refund_queue,
     })
 }
 
@@ -161,6 +162,10 @@ fn read_terms(value: &Value) -> StoreResult<MerchantTerms> {
         calendar: t.str("calendar")?,
         refund_fee_returned: match t.0.get("refund_fee") {
             Some(value) => value.as_bool().ok_or_else(|| corrupt("refund_fee"))?,
+            None => false,
+        },
+        refund_queue: match t.0.get("refund_queue") {
+            Some(value) => value.as_bool().ok_or_else(|| corrupt("refund_queue"))?,
             None => false,
         },
     })
@@ -406,6 +411,7 @@ mod tests {
         t.advance.enabled = true;
         t.advance.limit_daily = Amount::from_minor(5);
         t.refund_fee_returned = true;
+        t.refund_queue = true;
         let inputs = vec![
             Input::Tick { work: 3 },
             Input::Command(Command::CreateChannel(NewChannel {
