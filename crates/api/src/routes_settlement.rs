@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/holds/{id}/release", post(release_hold))
         .route("/v1/merchants/{id}/freeze", post(set_frozen))
         .route("/v1/reports/exposure", get(exposure_report))
+        .route("/v1/exposure-limit", post(set_exposure_limit))
         .route("/v1/test-clock", get(get_test_clock))
         .route("/v1/test-clock/advance", post(advance_test_clock))
 }
@@ -521,8 +522,13 @@ async fn exposure_report(State(state): State<AppState>, headers: HeaderMap) -> A
                 })
                 .collect();
             let funders: Vec<_> = p.funders().iter().map(wire::funder_out).collect();
-            let total: i64 = p.funders().iter().map(|f| f.used.minor()).sum();
-            json!({ "as_of": format_timestamp(now), "total": total, "merchants": merchants, "funders": funders })
+            json!({
+                "as_of": format_timestamp(now),
+                "total": p.total_exposure().minor(),
+                "limit": p.exposure_limit().minor(),
+                "merchants": merchants,
+                "funders": funders,
+            })
         })
         .await?;
     Ok(json(StatusCode::OK, &report))
@@ -836,6 +842,48 @@ async fn set_frozen(
         &body,
         vec![command],
         render_frozen,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExposureLimitIn {
+    limit: serde_json::Number,
+}
+
+fn render_exposure_limit(results: &[CommandResult]) -> (u16, Vec<u8>) {
+    match single(results) {
+        Ok(Outcome::ExposureLimit { limit, .. }) => {
+            to_parts(StatusCode::OK, &json!({ "limit": limit.minor() }))
+        }
+        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
+        Err(error) => error.to_parts(),
+    }
+}
+
+/// Sets the platform's overall exposure limit: the most it may have advanced and not yet
+/// funded, over every merchant and funder (0: only the funders' own limits).
+async fn set_exposure_limit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Scope::Admin).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: ExposureLimitIn = parse(&body)?;
+    let command = Command::SetExposureLimit {
+        limit: dto::amount(&request.limit, "limit")?,
+    };
+    execute(
+        &state,
+        &caller,
+        &headers,
+        &line(&uri),
+        &body,
+        vec![command],
+        render_exposure_limit,
     )
     .await
 }

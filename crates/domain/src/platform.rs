@@ -143,6 +143,11 @@ pub enum Command {
         merchant_id: String,
         frozen: bool,
     },
+    /// The most the platform may have advanced and not yet funded, over all merchants and
+    /// funders (zero: no limit beyond the funders' own).
+    SetExposureLimit {
+        limit: Amount,
+    },
 }
 
 /// What a successful command produced.
@@ -193,6 +198,10 @@ pub enum Outcome {
         frozen: bool,
         changed: bool,
     },
+    ExposureLimit {
+        limit: Amount,
+        changed: bool,
+    },
 }
 
 impl Outcome {
@@ -206,7 +215,9 @@ impl Outcome {
             | Outcome::ChannelSettlement { created, .. }
             | Outcome::Refund { created, .. }
             | Outcome::Hold { created, .. } => *created,
-            Outcome::MerchantFrozen { changed, .. } => *changed,
+            Outcome::MerchantFrozen { changed, .. } | Outcome::ExposureLimit { changed, .. } => {
+                *changed
+            }
             Outcome::TermsSet(_) | Outcome::CalendarLoaded { .. } | Outcome::PaymentRecorded(_) => {
                 true
             }
@@ -580,6 +591,7 @@ impl Platform {
                 merchant_id,
                 frozen,
             } => self.set_merchant_frozen(merchant_id, *frozen),
+            Command::SetExposureLimit { limit } => self.set_exposure_limit(*limit),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;

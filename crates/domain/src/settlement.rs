@@ -312,6 +312,10 @@ pub struct Settlements {
     /// Per channel: refunds of lots the channel had already paid, to deduct from what it owes
     /// next.
     pub(crate) channel_refunds_due: HashMap<u32, Amount>,
+    /// The platform's overall exposure limit (zero: none) and the limit in force at the last
+    /// advance, against which the total is checked.
+    pub(crate) exposure_limit: Amount,
+    pub(crate) exposure_limit_at_last_draw: Amount,
     /// Refunds waiting for claims (indexes into `refunds`), oldest first, and the payments'
     /// channel and trade number.
     pub(crate) queued_refunds: std::collections::VecDeque<usize>,
@@ -689,6 +693,10 @@ impl Platform {
             };
             room = room.min(a.limit_daily.minor() - today_drawn);
         }
+        let limit = self.settlements.exposure_limit;
+        if limit.is_positive() {
+            room = room.min(limit.minor() - self.total_exposure().minor());
+        }
         let funder_room = self
             .settlements
             .funders
@@ -697,6 +705,30 @@ impl Platform {
             .max()
             .unwrap_or(0);
         Amount::from_minor(room.min(funder_room).max(0))
+    }
+
+    /// Advances paid out whose channel money has not arrived, over all funders.
+    pub fn total_exposure(&self) -> Amount {
+        Amount::from_minor(
+            self.settlements
+                .funders
+                .iter()
+                .map(|f| f.used.minor())
+                .sum(),
+        )
+    }
+
+    pub fn exposure_limit(&self) -> Amount {
+        self.settlements.exposure_limit
+    }
+
+    pub(crate) fn set_exposure_limit(&mut self, limit: Amount) -> CommandResult {
+        if limit.minor() < 0 {
+            return Err(DomainError::AmountMustBePositive);
+        }
+        let changed = self.settlements.exposure_limit != limit;
+        self.settlements.exposure_limit = limit;
+        Ok(Outcome::ExposureLimit { limit, changed })
     }
 
     /// The largest advance the merchant could take now, fees included in the claims it draws.
@@ -998,6 +1030,7 @@ impl Platform {
             }
         }
         if let Some(f) = plan.funder {
+            self.settlements.exposure_limit_at_last_draw = self.settlements.exposure_limit;
             let funder = &mut self.settlements.funders[f];
             funder.used = add(funder.used, need);
             let outstanding = &mut self.settlements.outstanding[merchant as usize];
@@ -1662,6 +1695,13 @@ impl Platform {
             if limit.is_positive() && drawn > limit {
                 return Err(format!("merchant {}: daily advance limit exceeded", m.id));
             }
+        }
+        let limit = self.settlements.exposure_limit_at_last_draw;
+        if limit.is_positive() && self.total_exposure() > limit {
+            return Err(format!(
+                "total exposure {:?} above the overall limit {limit:?}",
+                self.total_exposure()
+            ));
         }
         for funder in &self.settlements.funders {
             if funder.used > funder.limit || funder.used.minor() < 0 {

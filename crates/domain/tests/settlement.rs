@@ -817,3 +817,20 @@ fn a_refund_waits_for_claims_when_the_terms_queue_refunds() {
         Amount::from_minor(5_505 + 996_200 - 500_000)
     );
 }
+
+#[test]
+fn the_overall_exposure_limit_caps_every_advance() {
+    let mut w = world(Cycle::T1);
+    w.apply(Command::SetExposureLimit {
+        limit: yuan(20_000),
+    })
+    .unwrap();
+    payin(&mut w, "T1", GROSS_FOR_100K_CLAIMS);
+    assert!(w.balances().advance_available < yuan(20_000));
+    w.payout("a", yuan(15_000), PayoutKind::Advance).unwrap();
+    assert!(matches!(
+        w.payout("b", yuan(6_000), PayoutKind::Advance),
+        Err(DomainError::AdvanceLimitExceeded(_))
+    ));
+    assert_eq!(w.p.total_exposure().minor(), 1_500_000 + 950);
+}

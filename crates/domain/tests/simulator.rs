@@ -461,6 +461,12 @@ impl Sim {
                         let hold_id = format!("h{}", 1 + self.rng.below(self.holds));
                         self.command(Command::ReleaseHold { hold_id });
                     }
+                    2 if self.rng.chance(20) => {
+                        let limit = [0, 5_000_000, 20_000_000][self.rng.below(3) as usize];
+                        self.command(Command::SetExposureLimit {
+                            limit: Amount::from_minor(limit),
+                        });
+                    }
                     _ => {
                         let frozen = self.rng.chance(30);
                         self.command(Command::SetMerchantFrozen {

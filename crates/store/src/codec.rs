@@ -245,6 +245,9 @@ pub fn encode(input: &Input) -> String {
                 "amount": h.amount.minor(), "reason": h.reason,
             }),
             Command::ReleaseHold { hold_id } => json!({ "t": "release_hold", "hold_id": hold_id }),
+            Command::SetExposureLimit { limit } => {
+                json!({ "t": "exposure_limit", "limit": limit.minor() })
+            }
             Command::SetMerchantFrozen {
                 merchant_id,
                 frozen,
@@ -373,6 +376,9 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             amount: f.amount("amount")?,
             reason: f.str("reason")?,
         }),
+        "exposure_limit" => Command::SetExposureLimit {
+            limit: f.amount("limit")?,
+        },
         "release_hold" => Command::ReleaseHold {
             hold_id: f.str("hold_id")?,
         },
@@ -494,6 +500,9 @@ mod tests {
             Input::Command(Command::SetMerchantFrozen {
                 merchant_id: "M1".into(),
                 frozen: true,
+            }),
+            Input::Command(Command::SetExposureLimit {
+                limit: Amount::from_minor(77),
             }),
         ];
         for input in inputs {
