@@ -562,7 +562,7 @@ pub fn document() -> Value {
             ], report_response()) },
             "/v1/reports/floor-exceptions": { "get": get_op("Every floor-price exception: terms that allow a fee below cost, and the lots holding pay-ins that used it.", vec![report_format()], report_response()) },
             "/v1/exposure-limit": { "post": post("Set the platform's overall exposure limit: the most it may have advanced and not yet funded, over every merchant and funder (0: only the funders' limits).", "admin", "ExposureLimit", json!({ "200": response("The limit.", schema_ref("ExposureLimit")) }), &[]) },
-            "/v1/reports/exposure": { "get": get_op("Platform exposure now: advances whose channel money has not arrived, by merchant and by funder.", vec![], response("The report.", json!({ "type": "object" }))) },
+            "/v1/reports/exposure": { "get": get_op("Platform exposure now (advances paid out whose channel money has not arrived): a row per merchant with exposure and per funder, with the total and the overall limit.", vec![report_format()], report_response()) },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
             "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }
         }

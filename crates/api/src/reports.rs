@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/reports/funders", get(funder_usage))
         .route("/v1/reports/margin", get(daily_margin))
         .route("/v1/reports/floor-exceptions", get(floor_exceptions))
+        .route("/v1/reports/exposure", get(exposure))
 }
 
 /// Renders `rows` (objects with the same keys, in `columns` order) as CSV.
@@ -339,5 +340,54 @@ async fn floor_exceptions(
         ],
         rows,
         json!({}),
+    )
+}
+
+/// Platform exposure now: advances paid out whose channel money has not arrived, one row per
+/// merchant with exposure and one per funder, with the total and the overall limit.
+async fn exposure(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<FormatQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&state, &headers, Scope::Read).await?;
+    let q = query(q)?;
+    let now = state.clock.now();
+    let (rows, total, limit) = state
+        .engine
+        .query(move |p| {
+            let mut rows: Vec<Value> = p
+                .merchants()
+                .iter()
+                .filter_map(|m| {
+                    let b = p.merchant_balances(&m.id, now)?;
+                    b.advanced.is_positive().then(|| {
+                        json!({
+                            "kind": "merchant",
+                            "id": m.id,
+                            "exposure": b.advanced.minor(),
+                            "limit": m.terms_at(now).advance.limit_outstanding.minor(),
+                            "unfunded_claims": b.pending.minor(),
+                        })
+                    })
+                })
+                .collect();
+            rows.extend(p.funders().iter().map(|f| {
+                json!({
+                    "kind": "funder",
+                    "id": f.id,
+                    "exposure": f.used.minor(),
+                    "limit": f.limit.minor(),
+                    "unfunded_claims": Value::Null,
+                })
+            }));
+            (rows, p.total_exposure().minor(), p.exposure_limit().minor())
+        })
+        .await?;
+    respond(
+        q.format.as_deref(),
+        &["kind", "id", "exposure", "limit", "unfunded_claims"],
+        rows,
+        json!({ "as_of": format_timestamp(now), "total": total, "limit": limit }),
     )
 }

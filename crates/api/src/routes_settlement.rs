@@ -49,7 +49,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/holds/{id}/release", post(release_hold))
         .route("/v1/merchants/{id}/freeze", post(set_frozen))
-        .route("/v1/reports/exposure", get(exposure_report))
         .route("/v1/exposure-limit", post(set_exposure_limit))
         .route("/v1/test-clock", get(get_test_clock))
         .route("/v1/test-clock/advance", post(advance_test_clock))
@@ -501,37 +500,6 @@ async fn list_channel_settlements(State(state): State<AppState>, headers: Header
         })
         .await?;
     Ok(json(StatusCode::OK, &json!({ "data": settlements })))
-}
-
-/// Platform exposure now: advances paid out whose channel money has not arrived, by merchant
-/// and by funder.
-async fn exposure_report(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
-    authorize(&state, &headers, Scope::Read).await?;
-    let now = state.clock.now();
-    let report = state
-        .engine
-        .query(move |p| {
-            let merchants: Vec<_> = p
-                .merchants()
-                .iter()
-                .filter_map(|m| {
-                    let b = p.merchant_balances(&m.id, now)?;
-                    b.advanced.is_positive().then(|| {
-                        json!({ "merchant_id": m.id, "currency": m.currency.as_str(), "advanced": b.advanced.minor(), "pending": b.pending.minor() })
-                    })
-                })
-                .collect();
-            let funders: Vec<_> = p.funders().iter().map(wire::funder_out).collect();
-            json!({
-                "as_of": format_timestamp(now),
-                "total": p.total_exposure().minor(),
-                "limit": p.exposure_limit().minor(),
-                "merchants": merchants,
-                "funders": funders,
-            })
-        })
-        .await?;
-    Ok(json(StatusCode::OK, &report))
 }
 
 async fn get_test_clock(State(state): State<AppState>) -> ApiResult {

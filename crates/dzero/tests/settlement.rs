@@ -97,6 +97,10 @@ async fn chat_scenario_advance_at_two_then_settlement_never_pays_more_than_the_c
     let b = balances(&mut c).await;
     assert_eq!(b["pending"], 3_996_800, "claims drawn at once: 60,032.00");
     assert_eq!(b["advanced"], 6_003_200);
+    let exposure = c.get("/v1/reports/exposure?format=csv").await.unwrap();
+    let csv = String::from_utf8(exposure.body).unwrap();
+    assert!(csv.contains("merchant,M1,6003200"), "{csv}");
+    assert!(csv.contains("funder,position,6003200,100000000"), "{csv}");
     // Asking again for more than what is left is refused.
     let refused = c
         .post(
