@@ -227,6 +227,20 @@ pub(crate) fn single(results: &[CommandResult]) -> Result<&Outcome, ApiError> {
     }
 }
 
+/// Renders the outcome of a single command with `pick`, or its error; an outcome `pick` does
+/// not expect is an internal error.
+pub(crate) fn render_with(
+    results: &[CommandResult],
+    pick: impl FnOnce(&Outcome) -> Option<(u16, Vec<u8>)>,
+) -> (u16, Vec<u8>) {
+    match single(results) {
+        Ok(outcome) => {
+            pick(outcome).unwrap_or_else(|| ApiError::internal("unexpected outcome").to_parts())
+        }
+        Err(error) => error.to_parts(),
+    }
+}
+
 pub(crate) fn to_parts<T: serde::Serialize>(status: StatusCode, value: &T) -> (u16, Vec<u8>) {
     match serde_json::to_vec(value) {
         Ok(body) => (status.as_u16(), body),
@@ -243,23 +257,23 @@ pub(crate) fn created_or_ok(created: bool) -> StatusCode {
 }
 
 fn render_channel(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Channel { channel, created }) => {
-            to_parts(created_or_ok(*created), &dto::ChannelOut::from(channel))
-        }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+    render_with(results, |outcome| match outcome {
+        Outcome::Channel { channel, created } => Some(to_parts(
+            created_or_ok(*created),
+            &dto::ChannelOut::from(channel),
+        )),
+        _ => None,
+    })
 }
 
 fn render_merchant(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Merchant { merchant, created }) => {
-            to_parts(created_or_ok(*created), &dto::MerchantOut::from(merchant))
-        }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+    render_with(results, |outcome| match outcome {
+        Outcome::Merchant { merchant, created } => Some(to_parts(
+            created_or_ok(*created),
+            &dto::MerchantOut::from(merchant),
+        )),
+        _ => None,
+    })
 }
 
 fn payment_outcome(result: &CommandResult) -> Result<(StatusCode, &Payment), ApiError> {

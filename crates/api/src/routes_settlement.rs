@@ -19,7 +19,7 @@ use crate::dto_settlement as wire;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::{
     ApiResult, authorize, created_or_ok, execute, json, page_limit, parse, query, read_body,
-    single, to_parts,
+    render_with, to_parts,
 };
 use crate::{AppState, BODY_BYTES_MAX};
 
@@ -59,13 +59,12 @@ fn line(uri: &Uri) -> String {
 }
 
 fn render_merchant_terms(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::TermsSet(merchant)) => {
-            to_parts(StatusCode::OK, &dto::MerchantOut::from(merchant))
+    render_with(results, |outcome| match outcome {
+        Outcome::TermsSet(merchant) => {
+            Some(to_parts(StatusCode::OK, &dto::MerchantOut::from(merchant)))
         }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        _ => None,
+    })
 }
 
 async fn set_terms(
@@ -138,14 +137,13 @@ async fn get_calendar(
 }
 
 fn render_calendar(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::CalendarLoaded { calendar_id, year }) => to_parts(
+    render_with(results, |outcome| match outcome {
+        Outcome::CalendarLoaded { calendar_id, year } => Some(to_parts(
             StatusCode::OK,
             &json!({ "calendar_id": calendar_id, "year": year }),
-        ),
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        )),
+        _ => None,
+    })
 }
 
 /// Loads or replaces one year of a calendar.
@@ -176,13 +174,12 @@ async fn load_calendar_year(
 }
 
 fn render_funder(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Funder { funder, created }) => {
-            to_parts(created_or_ok(*created), &wire::funder_out(funder))
+    render_with(results, |outcome| match outcome {
+        Outcome::Funder { funder, created } => {
+            Some(to_parts(created_or_ok(*created), &wire::funder_out(funder)))
         }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        _ => None,
+    })
 }
 
 async fn create_funder(
@@ -217,13 +214,12 @@ async fn list_funders(State(state): State<AppState>, headers: HeaderMap) -> ApiR
 }
 
 fn render_payout(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Payout { payout, created }) => {
-            to_parts(created_or_ok(*created), &wire::payout_out(payout))
+    render_with(results, |outcome| match outcome {
+        Outcome::Payout { payout, created } => {
+            Some(to_parts(created_or_ok(*created), &wire::payout_out(payout)))
         }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        _ => None,
+    })
 }
 
 /// Requests a withdrawal or an advance. The request id (from the body, else the
@@ -430,21 +426,20 @@ fn render_channel_settlement(results: &[CommandResult]) -> (u16, Vec<u8>) {
             Err(error) => ApiError::from(error.clone()).to_parts(),
         };
     }
-    match single(results) {
-        Ok(Outcome::ChannelSettlement {
+    render_with(results, |outcome| match outcome {
+        Outcome::ChannelSettlement {
             settlement,
             created,
-        }) => to_parts(
+        } => Some(to_parts(
             if *created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             },
             &wire::channel_settlement_out(settlement),
-        ),
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        )),
+        _ => None,
+    })
 }
 
 /// A channel's money for a business date arrived.
@@ -551,18 +546,17 @@ async fn advance_test_clock(
 }
 
 fn render_refund(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Refund { refund, created }) => to_parts(
+    render_with(results, |outcome| match outcome {
+        Outcome::Refund { refund, created } => Some(to_parts(
             if *created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             },
             &wire::refund_out(refund),
-        ),
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        )),
+        _ => None,
+    })
 }
 
 /// The request a refund or reversal of `payment_id` makes: the payment's channel and trade
@@ -695,13 +689,12 @@ async fn list_refunds(
 }
 
 fn render_hold(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::Hold { hold, created }) => {
-            to_parts(created_or_ok(*created), &wire::hold_out(hold))
+    render_with(results, |outcome| match outcome {
+        Outcome::Hold { hold, created } => {
+            Some(to_parts(created_or_ok(*created), &wire::hold_out(hold)))
         }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        _ => None,
+    })
 }
 
 /// Holds (freezes) an amount of a merchant's available money.
@@ -773,18 +766,17 @@ async fn list_holds(
 }
 
 fn render_frozen(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::MerchantFrozen {
+    render_with(results, |outcome| match outcome {
+        Outcome::MerchantFrozen {
             merchant_id,
             frozen,
             ..
-        }) => to_parts(
+        } => Some(to_parts(
             StatusCode::OK,
             &json!({ "merchant_id": merchant_id, "frozen": frozen }),
-        ),
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        )),
+        _ => None,
+    })
 }
 
 /// Stops (or resumes) every payout of a merchant: withdrawals, advances and settlement runs.
@@ -821,13 +813,12 @@ struct ExposureLimitIn {
 }
 
 fn render_exposure_limit(results: &[CommandResult]) -> (u16, Vec<u8>) {
-    match single(results) {
-        Ok(Outcome::ExposureLimit { limit, .. }) => {
-            to_parts(StatusCode::OK, &json!({ "limit": limit.minor() }))
+    render_with(results, |outcome| match outcome {
+        Outcome::ExposureLimit { limit, .. } => {
+            Some(to_parts(StatusCode::OK, &json!({ "limit": limit.minor() })))
         }
-        Ok(_) => ApiError::internal("unexpected outcome").to_parts(),
-        Err(error) => error.to_parts(),
-    }
+        _ => None,
+    })
 }
 
 /// Sets the platform's overall exposure limit: the most it may have advanced and not yet
