@@ -465,7 +465,20 @@ impl Platform {
     }
 
     /// A merchant's lots, oldest first.
+    /// Every lot of a merchant, oldest first (for reports: it scans all lots).
     pub fn merchant_lots(&self, merchant_id: &str) -> Vec<&Lot> {
+        let Some(&index) = self.merchant_index.get(merchant_id) else {
+            return Vec::new();
+        };
+        self.settlements
+            .lots()
+            .iter()
+            .filter(|lot| lot.merchant == index)
+            .collect()
+    }
+
+    /// A merchant's lots that still hold claims or exposure, oldest first (kept as a list).
+    pub fn unsettled_lots(&self, merchant_id: &str) -> Vec<&Lot> {
         let Some(&index) = self.merchant_index.get(merchant_id) else {
             return Vec::new();
         };
@@ -1065,11 +1078,14 @@ impl Platform {
 
     /// Runs one piece of scheduled work (a cutoff or a settlement run).
     fn run_scheduled(&mut self, now: Timestamp, work: ScheduledWork) {
-        let merchant = self.merchants[work.merchant as usize].clone();
-        self.settlements.reschedule_after(&work, &merchant);
+        let terms = self.merchants[work.merchant as usize]
+            .terms_at(work.at)
+            .settlement
+            .clone();
+        self.settlements.reschedule_after(&work, &terms);
         if work.is_cutoff {
             self.settlements
-                .seal_lots(work.merchant, work.at, &merchant);
+                .seal_lots(work.merchant, work.at, terms.cutoff_minute);
         } else {
             self.settlement_run(now, work.merchant, work.at);
         }

@@ -20,7 +20,7 @@ use crate::platform::{
     RECORD_KIND_LOT_FUNDED, RECORD_KIND_PAYOUT, RECORD_KIND_PAYOUT_RESULT, internal_transfer_id,
     transfer_code,
 };
-use crate::terms::{BankAccount, Cycle, MerchantTerms};
+use crate::terms::{BankAccount, Cycle, MerchantTerms, SettlementTerms};
 
 /// A lot's number, in creation order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -300,6 +300,14 @@ pub struct Settlements {
     advance_day: Vec<(Date, Amount, Amount)>,
     /// Per merchant: claims drawn by advances on lots not funded yet.
     outstanding: Vec<Amount>,
+    /// Per merchant, kept as payouts change: amount plus fee of every payout not failed, and
+    /// the amount of those still in flight. `check_records` recounts them from the payouts.
+    taken: Vec<i64>,
+    in_flight: Vec<i64>,
+    /// Per merchant: what the lots dropped from its list (fully paid out) gave and held, so
+    /// checks need not scan every lot ever opened. `check_records` recounts them.
+    settled_given: Vec<i64>,
+    settled_claims: Vec<i64>,
     /// Per merchant: available money held (frozen account), whether payouts are stopped, and
     /// debt (reversals its claims could not cover).
     pub(crate) held: Vec<Amount>,
@@ -365,6 +373,10 @@ impl Settlements {
         self.advance_day
             .push((Date::from_days(0), Amount::ZERO, Amount::ZERO));
         self.outstanding.push(Amount::ZERO);
+        self.taken.push(0);
+        self.in_flight.push(0);
+        self.settled_given.push(0);
+        self.settled_claims.push(0);
         self.held.push(Amount::ZERO);
         self.frozen.push(false);
         self.debt.push(Amount::ZERO);
@@ -420,8 +432,7 @@ impl Settlements {
     }
 
     /// Schedules the next occurrence of `work`, by the terms in force when it ran.
-    pub(crate) fn reschedule_after(&mut self, work: &ScheduledWork, m: &Merchant) {
-        let s = &m.terms_at(work.at).settlement;
+    pub(crate) fn reschedule_after(&mut self, work: &ScheduledWork, s: &SettlementTerms) {
         let next = ScheduledWork {
             at: if work.is_cutoff {
                 next_at(work.at, &[s.cutoff_minute])
@@ -437,8 +448,8 @@ impl Settlements {
     }
 
     /// Seals the merchant's open lots of business dates before the one starting at `at`.
-    pub(crate) fn seal_lots(&mut self, merchant: u32, at: Timestamp, m: &Merchant) {
-        let current = business_date(at, m.terms_at(at).settlement.cutoff_minute);
+    pub(crate) fn seal_lots(&mut self, merchant: u32, at: Timestamp, cutoff_minute: u16) {
+        let current = business_date(at, cutoff_minute);
         for id in &self.merchant_lots[merchant as usize] {
             let lot = &mut self.lots[id.0 as usize];
             if lot.state == LotState::Open && lot.business_date < current {
@@ -1064,6 +1075,8 @@ impl Platform {
             created_at: now,
             updated_at: now,
         };
+        self.settlements.taken[merchant as usize] += need.minor();
+        self.settlements.in_flight[merchant as usize] += payout.amount.minor();
         self.settlements.payouts.push(payout.clone());
         Ok(payout)
     }
@@ -1127,8 +1140,16 @@ impl Platform {
         }
         let merchant = self.merchant_index_of(&payout.merchant_id)?;
         match target {
-            PayoutStatus::Succeeded => self.post_payout_paid(now, merchant, &payout)?,
-            PayoutStatus::Failed => self.post_payout_returned(now, merchant, &payout)?,
+            PayoutStatus::Succeeded => {
+                self.post_payout_paid(now, merchant, &payout)?;
+                self.settlements.in_flight[merchant as usize] -= payout.amount.minor();
+            }
+            PayoutStatus::Failed => {
+                self.post_payout_returned(now, merchant, &payout)?;
+                self.settlements.in_flight[merchant as usize] -= payout.amount.minor();
+                self.settlements.taken[merchant as usize] -=
+                    payout.amount.minor() + payout.fee.minor();
+            }
             _ => {}
         }
         let stored = &mut self.settlements.payouts[index];
@@ -1241,6 +1262,15 @@ impl Platform {
             .apply_chain(now, &events)
             .map_err(|f| DomainError::Ledger(f.error))?;
         for (lot_id, slice) in &payout.draws {
+            // The lot holds claims again: put it back on the merchant's list.
+            let list = &mut self.settlements.merchant_lots[merchant as usize];
+            if let Err(position) = list.binary_search(lot_id) {
+                list.insert(position, *lot_id);
+                let lot = &self.settlements.lots[lot_id.0 as usize];
+                self.settlements.settled_given[merchant as usize] -=
+                    lot.drawn.minor() + lot.paid.minor();
+                self.settlements.settled_claims[merchant as usize] -= lot.claims.minor();
+            }
             let lot = &mut self.settlements.lots[lot_id.0 as usize];
             if payout.funded {
                 lot.paid = sub(lot.paid, *slice);
@@ -1515,6 +1545,19 @@ impl Platform {
         if terms.bank_account.is_none() || self.settlements.frozen[merchant as usize] {
             return;
         }
+        // Lots fully paid out have nothing left to settle: drop them from the merchant's list.
+        let s = &mut self.settlements;
+        let (lots, given, claims) = (&s.lots, &mut s.settled_given, &mut s.settled_claims);
+        s.merchant_lots[merchant as usize].retain(|id| {
+            let lot = &lots[id.0 as usize];
+            let done =
+                lot.is_funded() && lot.remaining() == Amount::ZERO && lot.exposures.is_empty();
+            if done {
+                given[merchant as usize] += lot.drawn.minor() + lot.paid.minor();
+                claims[merchant as usize] += lot.claims.minor();
+            }
+            !done
+        });
         let today = local_date(at);
         let current = business_date(at, terms.settlement.cutoff_minute);
         let mut funded_due = Vec::new();
@@ -1601,8 +1644,14 @@ impl Platform {
                 return Err(format!("trial balance off: {line:?}"));
             }
         }
-        let lots = &self.settlements.lots;
-        for lot in lots {
+        let lots: Vec<&Lot> = self
+            .settlements
+            .merchant_lots
+            .iter()
+            .flatten()
+            .map(|id| self.settlements.lot(*id))
+            .collect();
+        for lot in &lots {
             if lot.drawn.minor() < 0
                 || lot.paid.minor() < 0
                 || lot.refunded.minor() < 0
@@ -1628,7 +1677,11 @@ impl Platform {
             taken: i64,
         }
         let mut sums = vec![Sums::default(); self.merchants.len()];
-        for lot in lots {
+        for (index, s) in sums.iter_mut().enumerate() {
+            s.given = self.settlements.settled_given[index];
+            s.claims = self.settlements.settled_claims[index];
+        }
+        for lot in &lots {
             let s = &mut sums[lot.merchant as usize];
             if lot.is_funded() {
                 s.available += lot.remaining().minor();
@@ -1639,12 +1692,8 @@ impl Platform {
             s.given += lot.drawn.minor() + lot.paid.minor();
             s.claims += lot.claims.minor();
         }
-        for payout in &self.settlements.payouts {
-            if payout.status != PayoutStatus::Failed
-                && let Some(index) = self.merchant_index.get(&payout.merchant_id)
-            {
-                sums[*index as usize].taken += payout.amount.minor() + payout.fee.minor();
-            }
+        for (index, taken) in self.settlements.taken.iter().enumerate() {
+            sums[index].taken = *taken;
         }
         for (index, m) in self.merchants.iter().enumerate() {
             let s = sums[index];
@@ -1730,15 +1779,11 @@ impl Platform {
         }
         for platform in &self.platform_accounts {
             let in_flight: i64 = self
-                .settlements
-                .payouts
+                .merchants
                 .iter()
-                .filter(|p| p.status.in_flight())
-                .filter(|p| {
-                    self.merchant(&p.merchant_id)
-                        .is_some_and(|m| m.currency == platform.currency)
-                })
-                .map(|p| p.amount.minor())
+                .zip(&self.settlements.in_flight)
+                .filter(|(m, _)| m.currency == platform.currency)
+                .map(|(_, amount)| *amount)
                 .sum();
             let ledger_side = self.balance(platform.payouts_in_flight).minor();
             if ledger_side != in_flight {
@@ -1746,6 +1791,51 @@ impl Platform {
                     "payouts in flight {ledger_side} in the ledger, {in_flight} by payouts"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Recounts, from every payout record, the per-merchant sums `check_invariants` relies on
+    /// (what payouts took, what is in flight). Slower: tests call it now and then.
+    pub fn check_records(&self) -> Result<(), String> {
+        let mut taken = vec![0i64; self.merchants.len()];
+        let mut in_flight = vec![0i64; self.merchants.len()];
+        for payout in &self.settlements.payouts {
+            let index = *self
+                .merchant_index
+                .get(&payout.merchant_id)
+                .ok_or_else(|| format!("payout {:?} of an unknown merchant", payout.id))?
+                as usize;
+            if payout.status != PayoutStatus::Failed {
+                taken[index] += payout.amount.minor() + payout.fee.minor();
+            }
+            if payout.status.in_flight() {
+                in_flight[index] += payout.amount.minor();
+            }
+        }
+        if taken != self.settlements.taken || in_flight != self.settlements.in_flight {
+            return Err("payout sums differ from the payout records".into());
+        }
+        let mut given = vec![0i64; self.merchants.len()];
+        let mut claims = vec![0i64; self.merchants.len()];
+        let listed: std::collections::HashSet<LotId> = self
+            .settlements
+            .merchant_lots
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        for lot in &self.settlements.lots {
+            if !listed.contains(&lot.id) {
+                if !(lot.is_funded() && lot.remaining() == Amount::ZERO) {
+                    return Err(format!("lot {:?} holds claims but is off the list", lot.id));
+                }
+                given[lot.merchant as usize] += lot.drawn.minor() + lot.paid.minor();
+                claims[lot.merchant as usize] += lot.claims.minor();
+            }
+        }
+        if given != self.settlements.settled_given || claims != self.settlements.settled_claims {
+            return Err("settled-lot sums differ from the lots".into());
         }
         Ok(())
     }

@@ -87,6 +87,7 @@ impl World {
     fn apply(&mut self, command: Command) -> Result<Outcome, DomainError> {
         let result = self.p.apply(self.now, &command);
         self.p.check_invariants().unwrap();
+        self.p.check_records().unwrap();
         self.advance_to(self.now);
         result
     }

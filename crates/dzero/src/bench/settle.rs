@@ -162,7 +162,7 @@ pub fn run(args: &SettleArgs) -> anyhow::Result<()> {
     let expected: i64 = engine.query_blocking(|p| {
         p.merchants()
             .iter()
-            .flat_map(|m| p.merchant_lots(&m.id))
+            .flat_map(|m| p.unsettled_lots(&m.id))
             .map(|lot| lot.expected_from_channel.minor())
             .sum()
     })?;
