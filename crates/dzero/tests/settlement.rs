@@ -463,3 +463,135 @@ async fn a_short_statement_with_its_reversals_puts_the_shortfall_on_the_merchant
     assert_eq!(trial["balanced"], true);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bad_settlement_input_gets_stable_codes_and_writes_nothing() {
+    let server = TestServer::sandbox("2026-11-24T09:00:00+08:00").await;
+    let mut c = server.admin().await;
+    ok(
+        &mut c,
+        "/v1/channels",
+        json!({"id": "C1", "name": "c", "currency": "CNY", "cost": {"rate_ppm": 2500}}),
+    )
+    .await;
+    ok(
+        &mut c,
+        "/v1/merchants",
+        json!({"id": "M1", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 3800}}),
+    )
+    .await;
+    let before = c.get("/v1/ledger/trial-balance").await.unwrap().json();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/v1/merchants",
+            json!({"id": "M2", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 1}, "settlement": {"cycle": "T2"}}),
+            "invalid_terms",
+        ),
+        (
+            "/v1/merchants",
+            json!({"id": "M2", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 1}, "settlement": {"cutoff": "25:00"}}),
+            "invalid_terms",
+        ),
+        (
+            "/v1/merchants",
+            json!({"id": "M2", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 1}, "settlement": {"run_at": []}}),
+            "invalid_terms",
+        ),
+        (
+            "/v1/merchants",
+            json!({"id": "M2", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 1}, "advance": {"limit_daily": -1}}),
+            "invalid_terms",
+        ),
+        (
+            "/v1/merchants/M404/terms",
+            json!({"fee": {"rate_ppm": 1}}),
+            "unknown_merchant",
+        ),
+        (
+            "/v1/payouts",
+            json!({"merchant_id": "M1", "amount": 100, "kind": "loan"}),
+            "invalid_request",
+        ),
+        (
+            "/v1/payouts",
+            json!({"merchant_id": "M1", "amount": 0, "kind": "advance"}),
+            "amount_must_be_positive",
+        ),
+        (
+            "/v1/payouts",
+            json!({"merchant_id": "M1", "amount": 100, "kind": "withdrawal"}),
+            "no_bank_account",
+        ),
+        (
+            "/v1/payouts",
+            json!({"merchant_id": "M404", "amount": 100, "kind": "withdrawal"}),
+            "unknown_merchant",
+        ),
+        (
+            "/v1/funders",
+            json!({"id": "f", "name": "f", "kind": "bank", "line": "overnight", "limit": 1}),
+            "invalid_request",
+        ),
+        (
+            "/v1/funders",
+            json!({"id": "f", "name": "f", "kind": "position", "line": "overnight", "limit": 1.5}),
+            "invalid_amount",
+        ),
+        (
+            "/v1/channel-settlements",
+            json!({"channel_id": "C1", "business_date": "2026-13-01", "amount": 1, "bank_reference": "B"}),
+            "invalid_request",
+        ),
+        (
+            "/v1/channel-settlements",
+            json!({"channel_id": "C1", "business_date": "2026-11-23", "amount": 1, "bank_reference": "B"}),
+            "nothing_to_fund",
+        ),
+        (
+            "/v1/channel-settlements",
+            json!({"channel_id": "C9", "business_date": "2026-11-23", "amount": 1, "bank_reference": "B"}),
+            "unknown_channel",
+        ),
+        (
+            "/v1/calendars/cn/years/2027",
+            json!({"holidays": ["2026-01-01"], "workdays": [], "source": "x"}),
+            "invalid_calendar",
+        ),
+        (
+            "/v1/calendars/cn/years/2027",
+            json!({"holidays": ["01/01/2027"], "workdays": [], "source": "x"}),
+            "invalid_request",
+        ),
+        (
+            "/v1/refunds",
+            json!({"payment_id": "pay_1", "amount": 1}),
+            "unknown_payment",
+        ),
+        (
+            "/v1/merchants/M1/holds",
+            json!({"amount": 1, "reason": "r"}),
+            "insufficient_funds",
+        ),
+        (
+            "/v1/exposure-limit",
+            json!({"limit": -1}),
+            "amount_must_be_positive",
+        ),
+    ];
+    for (path, body, code) in cases {
+        let response = c.post(path, &body).await.unwrap();
+        assert_eq!(response.json()["error"]["code"], code, "{path} {body}");
+        assert!(response.status >= 400, "{path} {body}");
+    }
+    assert_eq!(
+        c.get("/v1/ledger/trial-balance").await.unwrap().json(),
+        before
+    );
+    assert!(payouts(&mut c).await.is_empty());
+    let quote = c
+        .get("/v1/payouts/quote?merchant_id=M1&amount=100&kind=advance")
+        .await
+        .unwrap();
+    assert_eq!(quote.json()["error"]["code"], "advance_not_enabled");
+    server.stop().await;
+}
