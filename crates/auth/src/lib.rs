@@ -10,10 +10,12 @@
 //! devices, DPoP and step-up build on it.
 
 pub mod audit;
+pub mod directory;
 pub mod permissions;
 pub mod pkce;
 pub mod secrets;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, append, verify_chain};
+pub use directory::{Directory, DirectoryCommand, DirectoryError, MerchantUser};
 pub use permissions::{GrantError, Grantee, Permissions, Role, check_grant};
 pub use secrets::{Attempts, Secret, SecretError, SecretHasher};

@@ -1,0 +1,548 @@
+//! The directory of merchant users: each merchant's master account and the operators it (or a
+//! user allowed to manage users) creates, with permissions, refund caps and the audit chain of
+//! every change. A pure state machine like the platform's: commands with a timestamp in,
+//! typed outcomes and audit entries out. Password hashes are computed before a command is
+//! submitted (hashing is slow and must not hold up the sequencer).
+
+use std::collections::HashMap;
+
+use crate::audit::{AuditEntry, AuditRecord, append};
+use crate::permissions::{GrantError, Grantee, Permissions, Role, check_grant};
+
+/// Longest accepted username and user id.
+pub const USERNAME_LEN_MAX: usize = 64;
+/// Users per merchant at most.
+pub const USERS_PER_MERCHANT_MAX: usize = 1_000;
+
+/// A merchant user as stored. The password is only a peppered argon2id hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MerchantUser {
+    pub id: String,
+    pub merchant_id: String,
+    pub username: String,
+    pub role: Role,
+    pub permissions: Permissions,
+    pub password_hash: String,
+    /// Largest single refund this user may make (minor units; zero: no cap).
+    pub refund_cap_single: i64,
+    /// Largest total of refunds per day (zero: no cap).
+    pub refund_cap_daily: i64,
+    pub disabled: bool,
+    pub created_by: Option<String>,
+    pub created_at_micros: i64,
+}
+
+impl std::fmt::Debug for MerchantUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantUser")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("permissions", &self.permissions)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MerchantUser {
+    fn grantee(&self) -> Grantee {
+        Grantee {
+            merchant_id: self.merchant_id.clone(),
+            role: self.role,
+            permissions: self.permissions,
+        }
+    }
+
+    /// What the user may do now: nothing once disabled.
+    pub fn effective(&self) -> Permissions {
+        if self.disabled {
+            Permissions::NONE
+        } else {
+            self.grantee().effective()
+        }
+    }
+}
+
+/// A directory command. `actor` is the user acting; the platform (an API key) acts as `None`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DirectoryCommand {
+    /// The platform opens a merchant's master account.
+    CreateMaster {
+        merchant_id: String,
+        user_id: String,
+        username: String,
+        password_hash: String,
+    },
+    /// A user with `manage_users` creates an operator holding at most its own permissions.
+    CreateOperator {
+        actor: String,
+        user_id: String,
+        username: String,
+        password_hash: String,
+        permissions: Permissions,
+        refund_cap_single: i64,
+        refund_cap_daily: i64,
+    },
+    SetPermissions {
+        actor: String,
+        user_id: String,
+        permissions: Permissions,
+    },
+    /// Disables (or enables again) an operator; a disabled user can do nothing.
+    SetDisabled {
+        actor: String,
+        user_id: String,
+        disabled: bool,
+    },
+    /// Audits a sign-in attempt, successful or not.
+    RecordLogin {
+        user_id: String,
+        device_id: Option<String>,
+        succeeded: bool,
+    },
+}
+
+impl std::fmt::Debug for DirectoryCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Password hashes are not secrets in clear, but they stay out of logs all the same.
+        match self {
+            DirectoryCommand::CreateMaster { user_id, .. } => {
+                write!(f, "CreateMaster({user_id})")
+            }
+            DirectoryCommand::CreateOperator { user_id, .. } => {
+                write!(f, "CreateOperator({user_id})")
+            }
+            DirectoryCommand::SetPermissions {
+                user_id,
+                permissions,
+                ..
+            } => write!(f, "SetPermissions({user_id}, {permissions:?})"),
+            DirectoryCommand::SetDisabled {
+                user_id, disabled, ..
+            } => write!(f, "SetDisabled({user_id}, {disabled})"),
+            DirectoryCommand::RecordLogin {
+                user_id, succeeded, ..
+            } => write!(f, "RecordLogin({user_id}, {succeeded})"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectoryError {
+    InvalidId,
+    UnknownUser,
+    UnknownActor,
+    UserExists,
+    MasterExists,
+    TooManyUsers,
+    NegativeCap,
+    Grant(GrantError),
+}
+
+/// The directory and its audit chain.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    users: Vec<MerchantUser>,
+    by_id: HashMap<String, usize>,
+    by_username: HashMap<(String, String), usize>,
+    audit: Vec<AuditEntry>,
+    /// Entries appended since the last `take_audit`, for the engine to persist.
+    new_audit: Vec<AuditEntry>,
+}
+
+fn valid_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= USERNAME_LEN_MAX
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
+}
+
+impl Directory {
+    pub fn user(&self, id: &str) -> Option<&MerchantUser> {
+        self.by_id.get(id).map(|i| &self.users[*i])
+    }
+
+    /// A user by merchant and username, for sign-in.
+    pub fn user_by_name(&self, merchant_id: &str, username: &str) -> Option<&MerchantUser> {
+        self.by_username
+            .get(&(merchant_id.to_owned(), username.to_owned()))
+            .map(|i| &self.users[*i])
+    }
+
+    pub fn merchant_users(&self, merchant_id: &str) -> Vec<&MerchantUser> {
+        self.users
+            .iter()
+            .filter(|u| u.merchant_id == merchant_id)
+            .collect()
+    }
+
+    pub fn audit(&self) -> &[AuditEntry] {
+        &self.audit
+    }
+
+    /// Audit entries appended since the last call.
+    pub fn take_audit(&mut self) -> Vec<AuditEntry> {
+        std::mem::take(&mut self.new_audit)
+    }
+
+    fn record(
+        &mut self,
+        at_micros: i64,
+        merchant_id: &str,
+        user_id: &str,
+        action: &str,
+        detail: String,
+    ) {
+        let entry = append(
+            self.audit.last(),
+            AuditRecord {
+                at_micros,
+                merchant_id: merchant_id.to_owned(),
+                user_id: user_id.to_owned(),
+                device_id: None,
+                action: action.to_owned(),
+                factors: Vec::new(),
+                approver: None,
+                detail,
+            },
+        );
+        self.audit.push(entry.clone());
+        self.new_audit.push(entry);
+    }
+
+    fn insert(&mut self, user: MerchantUser) {
+        let index = self.users.len();
+        self.by_id.insert(user.id.clone(), index);
+        self.by_username
+            .insert((user.merchant_id.clone(), user.username.clone()), index);
+        self.users.push(user);
+    }
+
+    fn check_new(
+        &self,
+        merchant_id: &str,
+        user_id: &str,
+        username: &str,
+    ) -> Result<(), DirectoryError> {
+        if !valid_id(user_id) || !valid_id(username) {
+            return Err(DirectoryError::InvalidId);
+        }
+        if self.by_id.contains_key(user_id)
+            || self
+                .by_username
+                .contains_key(&(merchant_id.to_owned(), username.to_owned()))
+        {
+            return Err(DirectoryError::UserExists);
+        }
+        if self.merchant_users(merchant_id).len() >= USERS_PER_MERCHANT_MAX {
+            return Err(DirectoryError::TooManyUsers);
+        }
+        Ok(())
+    }
+
+    fn actor(&self, actor: &str) -> Result<&MerchantUser, DirectoryError> {
+        self.user(actor)
+            .filter(|u| !u.disabled)
+            .ok_or(DirectoryError::UnknownActor)
+    }
+
+    /// Applies a command. Every change is audited; a refusal changes nothing.
+    pub fn apply(
+        &mut self,
+        at_micros: i64,
+        command: &DirectoryCommand,
+    ) -> Result<MerchantUser, DirectoryError> {
+        match command {
+            DirectoryCommand::CreateMaster {
+                merchant_id,
+                user_id,
+                username,
+                password_hash,
+            } => {
+                self.check_new(merchant_id, user_id, username)?;
+                if self
+                    .merchant_users(merchant_id)
+                    .iter()
+                    .any(|u| u.role == Role::Master)
+                {
+                    return Err(DirectoryError::MasterExists);
+                }
+                let user = MerchantUser {
+                    id: user_id.clone(),
+                    merchant_id: merchant_id.clone(),
+                    username: username.clone(),
+                    role: Role::Master,
+                    permissions: Permissions::ALL,
+                    password_hash: password_hash.clone(),
+                    refund_cap_single: 0,
+                    refund_cap_daily: 0,
+                    disabled: false,
+                    created_by: None,
+                    created_at_micros: at_micros,
+                };
+                self.insert(user.clone());
+                self.record(
+                    at_micros,
+                    merchant_id,
+                    user_id,
+                    "user_created",
+                    "role=master".into(),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::CreateOperator {
+                actor,
+                user_id,
+                username,
+                password_hash,
+                permissions,
+                refund_cap_single,
+                refund_cap_daily,
+            } => {
+                let grantor = self.actor(actor)?.clone();
+                self.check_new(&grantor.merchant_id, user_id, username)?;
+                if *refund_cap_single < 0 || *refund_cap_daily < 0 {
+                    return Err(DirectoryError::NegativeCap);
+                }
+                let target = Grantee {
+                    merchant_id: grantor.merchant_id.clone(),
+                    role: Role::Operator,
+                    permissions: Permissions::NONE,
+                };
+                check_grant(&grantor.grantee(), &target, *permissions)
+                    .map_err(DirectoryError::Grant)?;
+                let user = MerchantUser {
+                    id: user_id.clone(),
+                    merchant_id: grantor.merchant_id.clone(),
+                    username: username.clone(),
+                    role: Role::Operator,
+                    permissions: *permissions,
+                    password_hash: password_hash.clone(),
+                    refund_cap_single: *refund_cap_single,
+                    refund_cap_daily: *refund_cap_daily,
+                    disabled: false,
+                    created_by: Some(actor.clone()),
+                    created_at_micros: at_micros,
+                };
+                self.insert(user.clone());
+                self.record(
+                    at_micros,
+                    &grantor.merchant_id,
+                    actor,
+                    "user_created",
+                    format!("user={user_id} permissions={:?}", permissions.names()),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::SetPermissions {
+                actor,
+                user_id,
+                permissions,
+            } => {
+                let grantor = self.actor(actor)?.clone();
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                check_grant(
+                    &grantor.grantee(),
+                    &self.users[index].grantee(),
+                    *permissions,
+                )
+                .map_err(DirectoryError::Grant)?;
+                self.users[index].permissions = *permissions;
+                let user = self.users[index].clone();
+                self.record(
+                    at_micros,
+                    &user.merchant_id,
+                    actor,
+                    "permission_change",
+                    format!("user={user_id} permissions={:?}", permissions.names()),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::SetDisabled {
+                actor,
+                user_id,
+                disabled,
+            } => {
+                let grantor = self.actor(actor)?.clone();
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                // Disabling is a change of every permission: the same rule applies.
+                let target = self.users[index].grantee();
+                check_grant(&grantor.grantee(), &target, target.permissions)
+                    .map_err(DirectoryError::Grant)?;
+                if !grantor.effective().contains(target.permissions) {
+                    return Err(DirectoryError::Grant(GrantError::BeyondOwnPermissions));
+                }
+                self.users[index].disabled = *disabled;
+                let user = self.users[index].clone();
+                self.record(
+                    at_micros,
+                    &user.merchant_id,
+                    actor,
+                    if *disabled {
+                        "user_disabled"
+                    } else {
+                        "user_enabled"
+                    },
+                    format!("user={user_id}"),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::RecordLogin {
+                user_id,
+                device_id,
+                succeeded,
+            } => {
+                let user = self
+                    .user(user_id)
+                    .ok_or(DirectoryError::UnknownUser)?
+                    .clone();
+                let entry = append(
+                    self.audit.last(),
+                    AuditRecord {
+                        at_micros,
+                        merchant_id: user.merchant_id.clone(),
+                        user_id: user_id.clone(),
+                        device_id: device_id.clone(),
+                        action: if *succeeded { "login" } else { "login_failed" }.to_owned(),
+                        factors: vec!["password".to_owned()],
+                        approver: None,
+                        detail: String::new(),
+                    },
+                );
+                self.audit.push(entry.clone());
+                self.new_audit.push(entry);
+                Ok(user)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify_chain;
+
+    fn directory() -> Directory {
+        let mut d = Directory::default();
+        d.apply(
+            1,
+            &DirectoryCommand::CreateMaster {
+                merchant_id: "M1".into(),
+                user_id: "u-master".into(),
+                username: "boss".into(),
+                password_hash: "$argon2id$hash".into(),
+            },
+        )
+        .expect("master");
+        d
+    }
+
+    fn operator(
+        d: &mut Directory,
+        actor: &str,
+        id: &str,
+        permissions: Permissions,
+    ) -> Result<MerchantUser, DirectoryError> {
+        d.apply(
+            2,
+            &DirectoryCommand::CreateOperator {
+                actor: actor.into(),
+                user_id: id.into(),
+                username: id.into(),
+                password_hash: "$argon2id$hash".into(),
+                permissions,
+                refund_cap_single: 10_000,
+                refund_cap_daily: 50_000,
+            },
+        )
+    }
+
+    #[test]
+    fn masters_create_operators_who_grant_only_what_they_hold() {
+        let mut d = directory();
+        let manager = Permissions::MANAGE_USERS.union(Permissions::VIEW);
+        operator(&mut d, "u-master", "u-manager", manager).expect("manager");
+        operator(&mut d, "u-manager", "u-clerk", Permissions::VIEW).expect("clerk");
+        assert_eq!(
+            operator(&mut d, "u-manager", "u-refunder", Permissions::REFUND),
+            Err(DirectoryError::Grant(GrantError::BeyondOwnPermissions))
+        );
+        assert_eq!(
+            operator(&mut d, "u-clerk", "u-other", Permissions::NONE),
+            Err(DirectoryError::Grant(GrantError::NotAllowed))
+        );
+        assert_eq!(
+            operator(&mut d, "u-master", "u-clerk", Permissions::VIEW),
+            Err(DirectoryError::UserExists)
+        );
+        assert_eq!(d.merchant_users("M1").len(), 3);
+    }
+
+    #[test]
+    fn a_disabled_user_can_do_nothing_from_its_next_request() {
+        let mut d = directory();
+        operator(&mut d, "u-master", "u-manager", Permissions::ALL).expect("manager");
+        d.apply(
+            3,
+            &DirectoryCommand::SetDisabled {
+                actor: "u-master".into(),
+                user_id: "u-manager".into(),
+                disabled: true,
+            },
+        )
+        .expect("disable");
+        assert_eq!(
+            d.user("u-manager").map(MerchantUser::effective),
+            Some(Permissions::NONE)
+        );
+        assert_eq!(
+            operator(&mut d, "u-manager", "u-x", Permissions::NONE),
+            Err(DirectoryError::UnknownActor)
+        );
+    }
+
+    #[test]
+    fn every_change_is_in_the_audit_chain_without_secrets() {
+        let mut d = directory();
+        operator(&mut d, "u-master", "u-clerk", Permissions::VIEW).expect("clerk");
+        d.apply(
+            3,
+            &DirectoryCommand::SetPermissions {
+                actor: "u-master".into(),
+                user_id: "u-clerk".into(),
+                permissions: Permissions::VIEW.union(Permissions::REFUND),
+            },
+        )
+        .expect("grant");
+        d.apply(
+            4,
+            &DirectoryCommand::RecordLogin {
+                user_id: "u-clerk".into(),
+                device_id: Some("d1".into()),
+                succeeded: false,
+            },
+        )
+        .expect("audited");
+        let actions: Vec<&str> = d.audit().iter().map(|e| e.record.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "user_created",
+                "user_created",
+                "permission_change",
+                "login_failed"
+            ]
+        );
+        assert_eq!(verify_chain(d.audit()), Ok(4));
+        assert!(
+            d.audit()
+                .iter()
+                .all(|e| !e.record.detail.contains("argon2"))
+        );
+        assert_eq!(d.take_audit().len(), 4);
+        assert!(d.take_audit().is_empty());
+        assert!(!format!("{:?}", d.user("u-clerk")).contains("argon2"));
+    }
+}
