@@ -60,10 +60,14 @@ pub enum ErrorCode {
     RefundExceedsPayment,
     UnknownPayment,
     MerchantFrozen,
+    UserConflict,
+    UnknownUser,
+    PermissionNotHeld,
+    InvalidPassword,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 50] = [
+    pub const ALL: [ErrorCode; 54] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -114,12 +118,36 @@ impl ErrorCode {
         ErrorCode::RefundExceedsPayment,
         ErrorCode::UnknownPayment,
         ErrorCode::MerchantFrozen,
+        ErrorCode::UserConflict,
+        ErrorCode::UnknownUser,
+        ErrorCode::PermissionNotHeld,
+        ErrorCode::InvalidPassword,
     ];
 
     /// (machine code, HTTP status, default message)
     pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
         use StatusCode as S;
         match self {
+            ErrorCode::UserConflict => (
+                "user_conflict",
+                S::CONFLICT,
+                "A user with this id or username exists, or the merchant already has a master account.",
+            ),
+            ErrorCode::UnknownUser => (
+                "unknown_user",
+                S::UNPROCESSABLE_ENTITY,
+                "No such merchant user.",
+            ),
+            ErrorCode::PermissionNotHeld => (
+                "permission_not_held",
+                S::FORBIDDEN,
+                "A user may grant or remove only permissions it holds itself.",
+            ),
+            ErrorCode::InvalidPassword => (
+                "invalid_password",
+                S::UNPROCESSABLE_ENTITY,
+                "Passwords have 10 to 128 characters.",
+            ),
             ErrorCode::RefundExceedsPayment => (
                 "refund_exceeds_payment",
                 S::UNPROCESSABLE_ENTITY,
@@ -493,6 +521,18 @@ impl From<DomainError> for ApiError {
             DomainError::UnknownPayment => ErrorCode::UnknownPayment,
             DomainError::UnknownHold => ErrorCode::NotFound,
             DomainError::MerchantFrozen => ErrorCode::MerchantFrozen,
+            DomainError::Directory(refusal) => {
+                use ::auth::DirectoryError as D;
+                match refusal {
+                    D::InvalidId => ErrorCode::InvalidId,
+                    D::UnknownUser | D::UnknownActor => ErrorCode::UnknownUser,
+                    D::UserExists | D::MasterExists => ErrorCode::UserConflict,
+                    D::TooManyUsers => ErrorCode::BatchTooLarge,
+                    D::NegativeCap => ErrorCode::InvalidAmount,
+                    D::Grant(::auth::GrantError::OtherMerchant) => ErrorCode::NotFound,
+                    D::Grant(_) => ErrorCode::PermissionNotHeld,
+                }
+            }
             DomainError::PayoutStateConflict { status } => {
                 return ApiError::with_message(
                     ErrorCode::PayoutStateConflict,

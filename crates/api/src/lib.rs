@@ -21,6 +21,7 @@ pub mod openapi;
 mod reports;
 mod routes;
 mod routes_settlement;
+mod routes_users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub clock: Arc<dyn engine::Clock>,
     /// Set when the server runs with `--sandbox`: the clock moves only when told.
     pub test_clock: Option<Arc<engine::TestClock>>,
+    /// Hashes merchant users' passwords with the server's pepper.
+    pub hasher: Arc<::auth::SecretHasher>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,6 +76,7 @@ impl AppState {
         reader: Arc<dyn StoreRead>,
         clock: Arc<dyn engine::Clock>,
         test_clock: Option<Arc<engine::TestClock>>,
+        hasher: Arc<::auth::SecretHasher>,
     ) -> AppState {
         AppState {
             auth: Authenticator::new(Arc::clone(&reader)),
@@ -80,6 +84,7 @@ impl AppState {
             reader,
             clock,
             test_clock,
+            hasher,
         }
     }
 }

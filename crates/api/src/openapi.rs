@@ -405,6 +405,18 @@ fn schemas() -> Value {
         }},
         "SetFrozen": { "type": "object", "additionalProperties": false, "required": ["frozen"], "properties": { "frozen": { "type": "boolean" } } },
         "ExposureLimit": { "type": "object", "additionalProperties": false, "required": ["limit"], "properties": { "limit": amount("0: none beyond the funders' own.") } },
+        "CreateMaster": { "type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+            "user_id": { "type": "string", "description": "Default: <merchant>.<username>." },
+            "username": { "type": "string" },
+            "password": { "type": "string", "minLength": 10, "maxLength": 128, "writeOnly": true }
+        }},
+        "MerchantUser": { "type": "object", "properties": {
+            "id": { "type": "string" }, "merchant_id": { "type": "string" }, "username": { "type": "string" },
+            "role": { "type": "string", "enum": ["master", "operator"] },
+            "permissions": { "type": "array", "items": { "type": "string", "enum": ["view", "refund", "approve", "payout", "manage_bank_account", "manage_users", "manage_devices"] } },
+            "refund_cap_single": amount(""), "refund_cap_daily": amount(""), "disabled": { "type": "boolean" },
+            "created_by": { "type": ["string", "null"] }, "created_at": timestamp("")
+        }},
         "AdvanceClock": { "type": "object", "additionalProperties": false, "required": ["to"], "properties": { "to": timestamp("The new time.") } },
         "CreateApiKey": {
             "type": "object", "additionalProperties": false, "required": ["scopes"],
@@ -561,6 +573,14 @@ pub fn document() -> Value {
                 report_format()
             ], report_response()) },
             "/v1/reports/floor-exceptions": { "get": get_op("Every floor-price exception: terms that allow a fee below cost, and the lots holding pay-ins that used it.", vec![report_format()], report_response()) },
+            "/v1/merchants/{id}/users": {
+                "post": post("Open the merchant's master account (one per merchant). The password (10–128 characters) is stored only as a peppered argon2id hash and never answered.", "admin", "CreateMaster", json!({ "201": response("Created.", schema_ref("MerchantUser")) }), &[]),
+                "get": get_op("The merchant's users.", vec![path_param("id", "Merchant id.")], response("Users.", json!({ "type": "object", "properties": { "data": { "type": "array", "items": schema_ref("MerchantUser") } } })))
+            },
+            "/v1/audit": { "get": { "summary": "The hash-chained audit log of merchant users' actions, oldest first (needs scope admin). `dzero audit verify` checks the stored chain.", "security": [{ "bearer": [] }], "parameters": [
+                query_param("after", "Entries after this sequence number.", json!({ "type": "integer" })),
+                query_param("limit", "At most this many (default 100, at most 1000).", json!({ "type": "integer" }))
+            ], "responses": { "200": response("Entries.", json!({ "type": "object" })), "default": error_response() } } },
             "/v1/exposure-limit": { "post": post("Set the platform's overall exposure limit: the most it may have advanced and not yet funded, over every merchant and funder (0: only the funders' limits).", "admin", "ExposureLimit", json!({ "200": response("The limit.", schema_ref("ExposureLimit")) }), &[]) },
             "/v1/reports/exposure": { "get": get_op("Platform exposure now (advances paid out whose channel money has not arrived): a row per merchant with exposure and per funder, with the total and the overall limit.", vec![report_format()], report_response()) },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/trial-balance", get(trial_balance))
         .merge(crate::routes_settlement::routes())
         .merge(crate::reports::routes())
+        .merge(crate::routes_users::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

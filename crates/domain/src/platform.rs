@@ -148,6 +148,8 @@ pub enum Command {
     SetExposureLimit {
         limit: Amount,
     },
+    /// Merchant users: masters, operators, permissions, sign-in audit.
+    Directory(auth::DirectoryCommand),
 }
 
 /// What a successful command produced.
@@ -202,6 +204,7 @@ pub enum Outcome {
         limit: Amount,
         changed: bool,
     },
+    User(auth::MerchantUser),
 }
 
 impl Outcome {
@@ -218,9 +221,10 @@ impl Outcome {
             Outcome::MerchantFrozen { changed, .. } | Outcome::ExposureLimit { changed, .. } => {
                 *changed
             }
-            Outcome::TermsSet(_) | Outcome::CalendarLoaded { .. } | Outcome::PaymentRecorded(_) => {
-                true
-            }
+            Outcome::User(_)
+            | Outcome::TermsSet(_)
+            | Outcome::CalendarLoaded { .. }
+            | Outcome::PaymentRecorded(_) => true,
             Outcome::PaymentExists(_) => false,
         }
     }
@@ -277,6 +281,8 @@ pub enum DomainError {
     UnknownHold,
     /// Payouts of this merchant are stopped by an operator.
     MerchantFrozen,
+    /// A merchant-user change was refused.
+    Directory(auth::DirectoryError),
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -301,11 +307,13 @@ pub type CommandResult = Result<Outcome, DomainError>;
 pub struct Effects {
     pub payments: Vec<Arc<Payment>>,
     pub journal: Journal,
+    /// New entries of the audit chain.
+    pub audit: Vec<auth::AuditEntry>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.payments.is_empty() && self.journal.is_empty()
+        self.payments.is_empty() && self.journal.is_empty() && self.audit.is_empty()
     }
 }
 
@@ -386,6 +394,8 @@ pub struct Platform {
     merchant_last_payment: Vec<Option<PaymentId>>,
     /// Lots, funders, payouts, exposures and the schedule of cutoffs and runs.
     pub(crate) settlements: Settlements,
+    /// Merchant users and the audit chain.
+    directory: auth::Directory,
     next_account_id: u64,
     next_payment_id: u64,
     /// Operations applied so far (inputs that changed the state).
@@ -431,6 +441,26 @@ impl Platform {
 
     pub fn platform_accounts(&self) -> &[PlatformAccounts] {
         &self.platform_accounts
+    }
+
+    pub fn directory(&self) -> &auth::Directory {
+        &self.directory
+    }
+
+    fn apply_directory(
+        &mut self,
+        now: Timestamp,
+        command: &auth::DirectoryCommand,
+    ) -> CommandResult {
+        if let auth::DirectoryCommand::CreateMaster { merchant_id, .. } = command
+            && !self.merchant_index.contains_key(merchant_id)
+        {
+            return Err(DomainError::UnknownMerchant);
+        }
+        self.directory
+            .apply(now.micros(), command)
+            .map(Outcome::User)
+            .map_err(DomainError::Directory)
     }
 
     pub fn calendar(&self, id: &str) -> Option<&Calendar> {
@@ -543,6 +573,7 @@ impl Platform {
     pub fn take_effects(&mut self) -> Effects {
         let mut effects = std::mem::take(&mut self.effects);
         effects.journal = self.ledger.take_journal();
+        effects.audit = self.directory.take_audit();
         effects
     }
 
@@ -605,6 +636,7 @@ impl Platform {
                 frozen,
             } => self.set_merchant_frozen(merchant_id, *frozen),
             Command::SetExposureLimit { limit } => self.set_exposure_limit(*limit),
+            Command::Directory(command) => self.apply_directory(now, command),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;

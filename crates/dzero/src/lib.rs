@@ -5,4 +5,5 @@ pub mod bench;
 pub mod calendars;
 pub mod client;
 pub mod payouts;
+pub mod secrets;
 pub mod server;

@@ -21,6 +21,15 @@ enum Commands {
     /// Business calendars.
     #[command(subcommand)]
     Calendar(CalendarCommand),
+    /// The audit chain of merchant users' actions.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check that no audit entry was changed, removed or reordered.
+    Verify(dzero::secrets::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(dzero::calendars::load(&args))
         }
+        Commands::Audit(AuditCommand::Verify(args)) => dzero::secrets::verify_audit(&args),
         Commands::Bench(BenchCommand::Payins(args)) => bench::payins::run(&args),
         Commands::Bench(BenchCommand::Http(args)) => bench::http::run(&args),
         Commands::Bench(BenchCommand::Accounts(args)) => bench::accounts::run(&args),

@@ -117,7 +117,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let state = api::AppState::new(engine, Arc::new(reader), clock, test_clock);
+    let pepper =
+        crate::secrets::load_or_create_pepper(&args.data_dir).context("reading the pepper")?;
+    let hasher = Arc::new(auth::SecretHasher::new(&pepper));
+    let state = api::AppState::new(engine, Arc::new(reader), clock, test_clock, hasher);
     Ok(Started {
         addr,
         state,

@@ -494,3 +494,74 @@ async fn creating_parties_is_idempotent_and_listable() {
     assert_eq!(client.get("/v1/merchants/M404").await.unwrap().status, 404);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_merchant_master_account_is_created_audited_and_never_shows_its_password() {
+    let server = TestServer::start().await;
+    let mut client = server.admin().await;
+    worked_example_parties(&mut client).await;
+    let created = client
+        .post(
+            "/v1/merchants/M1/users",
+            &json!({"username": "boss", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let user = created.json();
+    assert_eq!(user["role"], "master");
+    let text = String::from_utf8(created.body.clone()).unwrap();
+    assert!(!text.contains("correct horse") && !text.contains("argon2"));
+    let again = client
+        .post(
+            "/v1/merchants/M1/users",
+            &json!({"username": "boss2", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.json()["error"]["code"],
+        "user_conflict",
+        "one master per merchant"
+    );
+    let short = client
+        .post(
+            "/v1/merchants/M1/users",
+            &json!({"username": "x", "password": "short"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(short.json()["error"]["code"], "invalid_password");
+    let unknown = client
+        .post(
+            "/v1/merchants/M404/users",
+            &json!({"username": "boss", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown.json()["error"]["code"], "unknown_merchant");
+    let users = client.get("/v1/merchants/M1/users").await.unwrap().json();
+    assert_eq!(users["data"].as_array().unwrap().len(), 1);
+    let audit = client.get("/v1/audit").await.unwrap().json();
+    assert_eq!(audit["data"][0]["action"], "user_created");
+
+    // The stored chain verifies with the command-line tool, and nothing stored holds the
+    // password in clear.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dzero"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(server.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("intact: 1 entries"));
+    let database = std::fs::read(server.dir.path().join("dzero.db")).unwrap_or_default();
+    let wal = std::fs::read(server.dir.path().join("dzero.db-wal")).unwrap_or_default();
+    for bytes in [database, wal] {
+        assert!(!bytes.windows(13).any(|w| w == b"correct horse"));
+    }
+    server.stop().await;
+}

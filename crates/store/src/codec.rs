@@ -184,6 +184,92 @@ fn read_kind(text: &str) -> StoreResult<PayoutKind> {
     })
 }
 
+fn directory(command: &auth::DirectoryCommand) -> Value {
+    use auth::DirectoryCommand as D;
+    match command {
+        D::CreateMaster {
+            merchant_id,
+            user_id,
+            username,
+            password_hash,
+        } => {
+            json!({ "t": "directory", "d": "master", "merchant_id": merchant_id, "user_id": user_id, "username": username, "hash": password_hash })
+        }
+        D::CreateOperator {
+            actor,
+            user_id,
+            username,
+            password_hash,
+            permissions,
+            refund_cap_single,
+            refund_cap_daily,
+        } => {
+            json!({ "t": "directory", "d": "operator", "actor": actor, "user_id": user_id, "username": username, "hash": password_hash, "permissions": permissions.bits(), "cap_single": refund_cap_single, "cap_daily": refund_cap_daily })
+        }
+        D::SetPermissions {
+            actor,
+            user_id,
+            permissions,
+        } => {
+            json!({ "t": "directory", "d": "permissions", "actor": actor, "user_id": user_id, "permissions": permissions.bits() })
+        }
+        D::SetDisabled {
+            actor,
+            user_id,
+            disabled,
+        } => {
+            json!({ "t": "directory", "d": "disabled", "actor": actor, "user_id": user_id, "disabled": disabled })
+        }
+        D::RecordLogin {
+            user_id,
+            device_id,
+            succeeded,
+        } => {
+            json!({ "t": "directory", "d": "login", "user_id": user_id, "device_id": device_id, "succeeded": succeeded })
+        }
+    }
+}
+
+fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
+    use auth::DirectoryCommand as D;
+    let permissions = |f: &Fields<'_>| {
+        auth::Permissions::from_bits(f.u16("permissions")?).ok_or_else(|| corrupt("permissions"))
+    };
+    Ok(match f.str("d")?.as_str() {
+        "master" => D::CreateMaster {
+            merchant_id: f.str("merchant_id")?,
+            user_id: f.str("user_id")?,
+            username: f.str("username")?,
+            password_hash: f.str("hash")?,
+        },
+        "operator" => D::CreateOperator {
+            actor: f.str("actor")?,
+            user_id: f.str("user_id")?,
+            username: f.str("username")?,
+            password_hash: f.str("hash")?,
+            permissions: permissions(f)?,
+            refund_cap_single: f.i64("cap_single")?,
+            refund_cap_daily: f.i64("cap_daily")?,
+        },
+        "permissions" => D::SetPermissions {
+            actor: f.str("actor")?,
+            user_id: f.str("user_id")?,
+            permissions: permissions(f)?,
+        },
+        "disabled" => D::SetDisabled {
+            actor: f.str("actor")?,
+            user_id: f.str("user_id")?,
+            disabled: f.bool("disabled")?,
+        },
+        "login" => D::RecordLogin {
+            user_id: f.str("user_id")?,
+            device_id: f.value("device_id")?.as_str().map(str::to_owned),
+            succeeded: f.bool("succeeded")?,
+        },
+        other => return Err(corrupt(&format!("directory command {other}"))),
+    })
+}
+
 /// The stored JSON of an input.
 pub fn encode(input: &Input) -> String {
     let value = match input {
@@ -248,6 +334,7 @@ pub fn encode(input: &Input) -> String {
             Command::SetExposureLimit { limit } => {
                 json!({ "t": "exposure_limit", "limit": limit.minor() })
             }
+            Command::Directory(d) => directory(d),
             Command::SetMerchantFrozen {
                 merchant_id,
                 frozen,
@@ -376,6 +463,7 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             amount: f.amount("amount")?,
             reason: f.str("reason")?,
         }),
+        "directory" => Command::Directory(read_directory(&f)?),
         "exposure_limit" => Command::SetExposureLimit {
             limit: f.amount("limit")?,
         },
@@ -504,6 +592,36 @@ mod tests {
             Input::Command(Command::SetExposureLimit {
                 limit: Amount::from_minor(77),
             }),
+            Input::Command(Command::Directory(auth::DirectoryCommand::CreateMaster {
+                merchant_id: "M1".into(),
+                user_id: "u1".into(),
+                username: "boss".into(),
+                password_hash: "$argon2id$x".into(),
+            })),
+            Input::Command(Command::Directory(auth::DirectoryCommand::CreateOperator {
+                actor: "u1".into(),
+                user_id: "u2".into(),
+                username: "clerk".into(),
+                password_hash: "$argon2id$y".into(),
+                permissions: auth::Permissions::VIEW,
+                refund_cap_single: 5,
+                refund_cap_daily: 6,
+            })),
+            Input::Command(Command::Directory(auth::DirectoryCommand::SetPermissions {
+                actor: "u1".into(),
+                user_id: "u2".into(),
+                permissions: auth::Permissions::ALL,
+            })),
+            Input::Command(Command::Directory(auth::DirectoryCommand::SetDisabled {
+                actor: "u1".into(),
+                user_id: "u2".into(),
+                disabled: true,
+            })),
+            Input::Command(Command::Directory(auth::DirectoryCommand::RecordLogin {
+                user_id: "u2".into(),
+                device_id: None,
+                succeeded: false,
+            })),
         ];
         for input in inputs {
             assert_eq!(decode(&encode(&input)).expect("decodes"), input);

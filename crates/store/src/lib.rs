@@ -172,6 +172,8 @@ pub trait StoreRead: Send + Sync + 'static {
     fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<bool>;
     /// Number of API keys, to know whether this is a first start.
     fn api_key_count(&self) -> StoreResult<u64>;
+    /// Audit entries after `after_seq`, in order, at most `limit`.
+    fn audit(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<auth::AuditEntry>>;
 }
 
 /// An idempotency key still inside its retention window, with the digest of its request and

@@ -77,6 +77,21 @@ CREATE TABLE idempotency (
     created_at   INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+-- The tamper-evident audit chain of merchant users' actions. Append-only.
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    merchant  TEXT    NOT NULL,
+    user_id   TEXT    NOT NULL,
+    device    TEXT,
+    action    TEXT    NOT NULL,
+    factors   TEXT    NOT NULL,
+    approver  TEXT,
+    detail    TEXT    NOT NULL,
+    prev_hash BLOB    NOT NULL,
+    hash      BLOB    NOT NULL
+) STRICT;
+
 CREATE TABLE api_keys (
     id          TEXT    PRIMARY KEY,
     secret_hash BLOB    NOT NULL,
@@ -482,6 +497,27 @@ impl Store for SqliteStore {
                 ])?;
             }
         }
+        for entry in &effects.audit {
+            let r = &entry.record;
+            tx.prepare_cached(
+                "INSERT INTO audit (seq, at, merchant, user_id, device, action, factors,
+                                    approver, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                u64_int(entry.seq),
+                r.at_micros,
+                r.merchant_id,
+                r.user_id,
+                r.device_id,
+                r.action,
+                r.factors.join(" "),
+                r.approver,
+                r.detail,
+                &entry.prev_hash[..],
+                &entry.hash[..],
+            ])?;
+        }
         insert_many(
             &tx,
             "transfers",
@@ -715,6 +751,46 @@ impl StoreRead for SqliteReader {
                 ],
             )?;
             Ok(inserted == 1)
+        })
+    }
+
+    fn audit(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<auth::AuditEntry>> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, at, merchant, user_id, device, action, factors, approver, detail,
+                        prev_hash, hash
+                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = statement.query(params![u64_int(after_seq), i64::from(limit)])?;
+            let mut entries = Vec::new();
+            while let Some(row) = rows.next()? {
+                let hash = |i: usize| -> StoreResult<[u8; 32]> {
+                    row.get::<_, Vec<u8>>(i)?
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("audit hash length".into()))
+                };
+                let factors: String = row.get(6)?;
+                entries.push(auth::AuditEntry {
+                    seq: int_u64(row.get(0)?),
+                    record: auth::AuditRecord {
+                        at_micros: row.get(1)?,
+                        merchant_id: row.get(2)?,
+                        user_id: row.get(3)?,
+                        device_id: row.get(4)?,
+                        action: row.get(5)?,
+                        factors: factors
+                            .split(' ')
+                            .filter(|f| !f.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                        approver: row.get(7)?,
+                        detail: row.get(8)?,
+                    },
+                    prev_hash: hash(9)?,
+                    hash: hash(10)?,
+                });
+            }
+            Ok(entries)
         })
     }
 
