@@ -1,6 +1,7 @@
 //! Merchant identity and security, the pieces that decide *who* may ask: merchant users and
 //! their permissions, login and payment passwords (argon2id with a pepper, lockouts), PKCE for
-//! the app's sign-in, and the hash-chained audit log.
+//! the app's sign-in, DPoP proofs binding tokens to the device key, and the hash-chained audit
+//! log.
 //!
 //! Architecture invariant: no secret (password, payment password, code, token) is kept or
 //! logged in clear; they travel in `Secret`, whose `Debug` prints `***`, and are stored only
@@ -11,6 +12,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod dpop;
 pub mod permissions;
 pub mod pkce;
 pub mod secrets;
