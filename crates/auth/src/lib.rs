@@ -7,10 +7,11 @@
 //! logged in clear; they travel in `Secret`, whose `Debug` prints `***`, and are stored only
 //! as peppered argon2id hashes.
 //!
-//! This crate is the first part of the merchant-security work: the HTTP endpoints, sessions,
-//! devices, DPoP and step-up build on it.
+//! Devices and sessions (device binding, login policies, rotating refresh tokens) are modelled in
+//! `devices`; wiring them to the sequencer and the HTTP endpoints, and step-up, build on it.
 
 pub mod audit;
+pub mod devices;
 pub mod directory;
 pub mod dpop;
 pub mod permissions;
@@ -18,6 +19,10 @@ pub mod pkce;
 pub mod secrets;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, append, verify_chain};
+pub use devices::{
+    Device, DeviceCommand, DeviceError, DeviceOutcome, DeviceState, Devices, EndReason,
+    LoginPolicy, Session,
+};
 pub use directory::{Directory, DirectoryCommand, DirectoryError, MerchantUser};
 pub use permissions::{GrantError, Grantee, Permissions, Role, check_grant};
 pub use secrets::{Attempts, Secret, SecretError, SecretHasher};
