@@ -64,10 +64,17 @@ pub enum ErrorCode {
     UnknownUser,
     PermissionNotHeld,
     InvalidPassword,
+    DeviceConflict,
+    DeviceNotActive,
+    DeviceLimit,
+    InvalidLoginPolicy,
+    SessionLimit,
+    SessionEnded,
+    InvalidRefreshToken,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 54] = [
+    pub const ALL: [ErrorCode; 61] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -122,6 +129,13 @@ impl ErrorCode {
         ErrorCode::UnknownUser,
         ErrorCode::PermissionNotHeld,
         ErrorCode::InvalidPassword,
+        ErrorCode::DeviceConflict,
+        ErrorCode::DeviceNotActive,
+        ErrorCode::DeviceLimit,
+        ErrorCode::InvalidLoginPolicy,
+        ErrorCode::SessionLimit,
+        ErrorCode::SessionEnded,
+        ErrorCode::InvalidRefreshToken,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -142,6 +156,41 @@ impl ErrorCode {
                 "permission_not_held",
                 S::FORBIDDEN,
                 "A user may grant or remove only permissions it holds itself.",
+            ),
+            ErrorCode::DeviceConflict => (
+                "device_conflict",
+                S::CONFLICT,
+                "A device with this id, a live device with this key, or a session with this id exists.",
+            ),
+            ErrorCode::DeviceNotActive => (
+                "device_not_active",
+                S::CONFLICT,
+                "The device is pending confirmation, lost, revoked or not the user's.",
+            ),
+            ErrorCode::DeviceLimit => (
+                "device_limit",
+                S::UNPROCESSABLE_ENTITY,
+                "A user has at most five devices that are not revoked.",
+            ),
+            ErrorCode::InvalidLoginPolicy => (
+                "invalid_login_policy",
+                S::UNPROCESSABLE_ENTITY,
+                "A login policy allows from one to five signed-in devices.",
+            ),
+            ErrorCode::SessionLimit => (
+                "session_limit",
+                S::CONFLICT,
+                "The merchant's login policy refuses another signed-in device now.",
+            ),
+            ErrorCode::SessionEnded => (
+                "session_ended",
+                S::UNAUTHORIZED,
+                "The session has ended; sign in again.",
+            ),
+            ErrorCode::InvalidRefreshToken => (
+                "invalid_refresh_token",
+                S::UNAUTHORIZED,
+                "The refresh token is not this session's current one.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",
@@ -531,6 +580,27 @@ impl From<DomainError> for ApiError {
                     D::NegativeCap => ErrorCode::InvalidAmount,
                     D::Grant(::auth::GrantError::OtherMerchant) => ErrorCode::NotFound,
                     D::Grant(_) => ErrorCode::PermissionNotHeld,
+                }
+            }
+            DomainError::Device(refusal) => {
+                use ::auth::DeviceError as D;
+                match refusal {
+                    D::UnknownUser | D::UnknownActor => ErrorCode::UnknownUser,
+                    D::BadId => ErrorCode::InvalidId,
+                    D::UnknownDevice | D::UnknownSession => ErrorCode::NotFound,
+                    D::DeviceExists | D::KeyInUse | D::SessionExists => ErrorCode::DeviceConflict,
+                    D::TooManyDevices => ErrorCode::DeviceLimit,
+                    D::DeviceNotActive => ErrorCode::DeviceNotActive,
+                    D::NotAllowed => ErrorCode::Forbidden,
+                    D::BadPolicy => ErrorCode::InvalidLoginPolicy,
+                    D::SessionLimit => ErrorCode::SessionLimit,
+                    D::InvalidRefresh => ErrorCode::InvalidRefreshToken,
+                    D::SessionEnded(reason) => {
+                        return ApiError::with_message(
+                            ErrorCode::SessionEnded,
+                            format!("The session has ended: {}.", reason.as_str()),
+                        );
+                    }
                 }
             }
             DomainError::PayoutStateConflict { status } => {

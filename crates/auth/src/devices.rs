@@ -204,8 +204,6 @@ pub enum DeviceError {
     SessionEnded(EndReason),
     /// The presented refresh token is not this session's.
     InvalidRefresh,
-    /// An old refresh token was presented again: the session has been ended.
-    RefreshReused,
 }
 
 /// What a device command produced.
@@ -219,6 +217,12 @@ pub enum DeviceOutcome {
         ended: Vec<String>,
     },
     Policy(LoginPolicy),
+    /// A refresh token already rotated away was presented again: it was stolen, so the
+    /// session is now ended. This is a change of state, hence an outcome, which callers must
+    /// answer as a refusal.
+    RefreshReused {
+        session_id: String,
+    },
 }
 
 /// Devices, sessions and login policies of all merchants. User facts (who exists, who is
@@ -282,8 +286,7 @@ impl Devices {
         }
     }
 
-    /// Applies a command. A refusal changes nothing, with one deliberate exception: a reused
-    /// refresh token ends its session before `RefreshReused` is returned.
+    /// Applies a command. A refusal changes nothing.
     pub fn apply(
         &mut self,
         users: &Directory,
@@ -441,7 +444,9 @@ impl Devices {
                 }
                 if session.used_refresh_hashes.contains(presented_hash) {
                     self.sessions[index].ended = Some(EndReason::RefreshReused);
-                    return Err(DeviceError::RefreshReused);
+                    return Ok(DeviceOutcome::RefreshReused {
+                        session_id: session_id.clone(),
+                    });
                 }
                 Err(DeviceError::InvalidRefresh)
             }
@@ -932,7 +937,9 @@ mod tests {
         // The first token, replayed by whoever stole it, ends the session for everybody.
         assert_eq!(
             devices.apply(&users, 3 * MINUTE, &rotate(first, [4; 32])),
-            Err(DeviceError::RefreshReused)
+            Ok(DeviceOutcome::RefreshReused {
+                session_id: "s1".into()
+            })
         );
         assert_eq!(
             devices.apply(&users, 3 * MINUTE, &rotate([3; 32], [5; 32])),

@@ -150,6 +150,8 @@ pub enum Command {
     },
     /// Merchant users: masters, operators, permissions, sign-in audit.
     Directory(auth::DirectoryCommand),
+    /// Devices, sessions and login policies of merchant users.
+    Device(auth::DeviceCommand),
 }
 
 /// What a successful command produced.
@@ -205,6 +207,7 @@ pub enum Outcome {
         changed: bool,
     },
     User(auth::MerchantUser),
+    Device(auth::DeviceOutcome),
 }
 
 impl Outcome {
@@ -222,6 +225,7 @@ impl Outcome {
                 *changed
             }
             Outcome::User(_)
+            | Outcome::Device(_)
             | Outcome::TermsSet(_)
             | Outcome::CalendarLoaded { .. }
             | Outcome::PaymentRecorded(_) => true,
@@ -283,6 +287,8 @@ pub enum DomainError {
     MerchantFrozen,
     /// A merchant-user change was refused.
     Directory(auth::DirectoryError),
+    /// A device or session change was refused.
+    Device(auth::DeviceError),
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -396,6 +402,7 @@ pub struct Platform {
     pub(crate) settlements: Settlements,
     /// Merchant users and the audit chain.
     directory: auth::Directory,
+    devices: auth::Devices,
     next_account_id: u64,
     next_payment_id: u64,
     /// Operations applied so far (inputs that changed the state).
@@ -445,6 +452,10 @@ impl Platform {
 
     pub fn directory(&self) -> &auth::Directory {
         &self.directory
+    }
+
+    pub fn devices(&self) -> &auth::Devices {
+        &self.devices
     }
 
     fn apply_directory(
@@ -637,6 +648,11 @@ impl Platform {
             } => self.set_merchant_frozen(merchant_id, *frozen),
             Command::SetExposureLimit { limit } => self.set_exposure_limit(*limit),
             Command::Directory(command) => self.apply_directory(now, command),
+            Command::Device(command) => self
+                .devices
+                .apply(&self.directory, now.micros(), command)
+                .map(Outcome::Device)
+                .map_err(DomainError::Device),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;

@@ -270,6 +270,134 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
     })
 }
 
+fn device(command: &auth::DeviceCommand) -> Value {
+    use auth::DeviceCommand as D;
+    match command {
+        D::Register {
+            user_id,
+            device_id,
+            thumbprint,
+            install_id,
+            name,
+        } => {
+            json!({ "t": "device", "d": "register", "user_id": user_id, "device_id": device_id, "jkt": thumbprint, "install_id": install_id, "name": name })
+        }
+        D::Confirm {
+            actor,
+            actor_device,
+            device_id,
+        } => {
+            json!({ "t": "device", "d": "confirm", "actor": actor, "actor_device": actor_device, "device_id": device_id })
+        }
+        D::Revoke { actor, device_id } => {
+            json!({ "t": "device", "d": "revoke", "actor": actor, "device_id": device_id })
+        }
+        D::SetLost {
+            actor,
+            device_id,
+            lost,
+        } => {
+            json!({ "t": "device", "d": "lost", "actor": actor, "device_id": device_id, "lost": lost })
+        }
+        D::SetPolicy { actor, policy } => {
+            let (kind, up_to) = match policy {
+                auth::LoginPolicy::AllowUpTo(n) => ("up_to", *n),
+                auth::LoginPolicy::Single => ("single", 1),
+                auth::LoginPolicy::RefuseNew => ("refuse_new", 1),
+            };
+            json!({ "t": "device", "d": "policy", "actor": actor, "policy": kind, "up_to": up_to })
+        }
+        D::StartSession {
+            user_id,
+            device_id,
+            session_id,
+            refresh_hash,
+        } => {
+            json!({ "t": "device", "d": "session", "user_id": user_id, "device_id": device_id, "session_id": session_id, "hash": hex(refresh_hash) })
+        }
+        D::Rotate {
+            session_id,
+            presented_hash,
+            new_hash,
+        } => {
+            json!({ "t": "device", "d": "rotate", "session_id": session_id, "presented": hex(presented_hash), "hash": hex(new_hash) })
+        }
+        D::EndSession { actor, session_id } => {
+            json!({ "t": "device", "d": "end", "actor": actor, "session_id": session_id })
+        }
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_device(f: &Fields<'_>) -> StoreResult<auth::DeviceCommand> {
+    use auth::DeviceCommand as D;
+    let hash = |key: &str| -> StoreResult<[u8; 32]> {
+        let text = f.str(key)?;
+        let mut out = [0u8; 32];
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(corrupt("refresh hash"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| corrupt("refresh hash"))?;
+        }
+        Ok(out)
+    };
+    Ok(match f.str("d")?.as_str() {
+        "register" => D::Register {
+            user_id: f.str("user_id")?,
+            device_id: f.str("device_id")?,
+            thumbprint: f.str("jkt")?,
+            install_id: f.str("install_id")?,
+            name: f.str("name")?,
+        },
+        "confirm" => D::Confirm {
+            actor: f.str("actor")?,
+            actor_device: f.str("actor_device")?,
+            device_id: f.str("device_id")?,
+        },
+        "revoke" => D::Revoke {
+            actor: f.str("actor")?,
+            device_id: f.str("device_id")?,
+        },
+        "lost" => D::SetLost {
+            actor: f.str("actor")?,
+            device_id: f.str("device_id")?,
+            lost: f.bool("lost")?,
+        },
+        "policy" => D::SetPolicy {
+            actor: f.str("actor")?,
+            policy: match f.str("policy")?.as_str() {
+                "up_to" => auth::LoginPolicy::AllowUpTo(
+                    u8::try_from(f.u16("up_to")?).map_err(|_| corrupt("login policy"))?,
+                ),
+                "single" => auth::LoginPolicy::Single,
+                "refuse_new" => auth::LoginPolicy::RefuseNew,
+                _ => return Err(corrupt("login policy")),
+            },
+        },
+        "session" => D::StartSession {
+            user_id: f.str("user_id")?,
+            device_id: f.str("device_id")?,
+            session_id: f.str("session_id")?,
+            refresh_hash: hash("hash")?,
+        },
+        "rotate" => D::Rotate {
+            session_id: f.str("session_id")?,
+            presented_hash: hash("presented")?,
+            new_hash: hash("hash")?,
+        },
+        "end" => D::EndSession {
+            actor: f.str("actor")?,
+            session_id: f.str("session_id")?,
+        },
+        other => return Err(corrupt(&format!("device command {other}"))),
+    })
+}
+
 /// The stored JSON of an input.
 pub fn encode(input: &Input) -> String {
     let value = match input {
@@ -335,6 +463,7 @@ pub fn encode(input: &Input) -> String {
                 json!({ "t": "exposure_limit", "limit": limit.minor() })
             }
             Command::Directory(d) => directory(d),
+            Command::Device(d) => device(d),
             Command::SetMerchantFrozen {
                 merchant_id,
                 frozen,
@@ -464,6 +593,7 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             reason: f.str("reason")?,
         }),
         "directory" => Command::Directory(read_directory(&f)?),
+        "device" => Command::Device(read_device(&f)?),
         "exposure_limit" => Command::SetExposureLimit {
             limit: f.amount("limit")?,
         },
@@ -621,6 +751,54 @@ mod tests {
                 user_id: "u2".into(),
                 device_id: None,
                 succeeded: false,
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::Register {
+                user_id: "u1".into(),
+                device_id: "d1".into(),
+                thumbprint: "jkt".into(),
+                install_id: "i1".into(),
+                name: "Phone 1".into(),
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::Confirm {
+                actor: "u1".into(),
+                actor_device: "d1".into(),
+                device_id: "d2".into(),
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::Revoke {
+                actor: "u1".into(),
+                device_id: "d2".into(),
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::SetLost {
+                actor: "u1".into(),
+                device_id: "d2".into(),
+                lost: true,
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::SetPolicy {
+                actor: "u1".into(),
+                policy: auth::LoginPolicy::AllowUpTo(4),
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::SetPolicy {
+                actor: "u1".into(),
+                policy: auth::LoginPolicy::Single,
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::SetPolicy {
+                actor: "u1".into(),
+                policy: auth::LoginPolicy::RefuseNew,
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::StartSession {
+                user_id: "u1".into(),
+                device_id: "d1".into(),
+                session_id: "s1".into(),
+                refresh_hash: [0xab; 32],
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::Rotate {
+                session_id: "s1".into(),
+                presented_hash: [0xab; 32],
+                new_hash: std::array::from_fn(|i| i as u8),
+            })),
+            Input::Command(Command::Device(auth::DeviceCommand::EndSession {
+                actor: "u1".into(),
+                session_id: "s1".into(),
             })),
         ];
         for input in inputs {
