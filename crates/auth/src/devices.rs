@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use crate::audit::AuditRecord;
 use crate::directory::{Directory, MerchantUser};
 use crate::permissions::{Permissions, Role};
 
@@ -570,6 +571,104 @@ impl Devices {
         }
         self.devices[index].clone()
     }
+}
+
+/// The audit record of an applied device command, if it is one the audit log keeps (every
+/// device change, sign-in, sign-out and detected token theft; not routine refreshes).
+pub fn audit_record(
+    devices: &Devices,
+    users: &Directory,
+    now_micros: i64,
+    command: &DeviceCommand,
+    outcome: &DeviceOutcome,
+) -> Option<AuditRecord> {
+    let (user_id, device_id, action, detail) = match (command, outcome) {
+        (DeviceCommand::Register { user_id, .. }, DeviceOutcome::Device(d)) => (
+            user_id.clone(),
+            Some(d.id.clone()),
+            "device_registered",
+            format!("state={}", d.state.as_str()),
+        ),
+        (
+            DeviceCommand::Confirm {
+                actor,
+                actor_device,
+                device_id,
+            },
+            _,
+        ) => (
+            actor.clone(),
+            Some(actor_device.clone()),
+            "device_confirmed",
+            format!("device={device_id}"),
+        ),
+        (DeviceCommand::Revoke { actor, device_id }, _) => (
+            actor.clone(),
+            None,
+            "device_revoked",
+            format!("device={device_id}"),
+        ),
+        (
+            DeviceCommand::SetLost {
+                actor,
+                device_id,
+                lost,
+            },
+            _,
+        ) => (
+            actor.clone(),
+            None,
+            if *lost { "device_lost" } else { "device_found" },
+            format!("device={device_id}"),
+        ),
+        (DeviceCommand::SetPolicy { actor, policy }, _) => (
+            actor.clone(),
+            None,
+            "login_policy_set",
+            format!("{policy:?}"),
+        ),
+        (
+            DeviceCommand::StartSession {
+                user_id,
+                device_id,
+                session_id,
+                ..
+            },
+            DeviceOutcome::Session { ended, .. },
+        ) => (
+            user_id.clone(),
+            Some(device_id.clone()),
+            "session_started",
+            format!("session={session_id} ended={}", ended.join(",")),
+        ),
+        (DeviceCommand::Rotate { .. }, DeviceOutcome::RefreshReused { session_id }) => {
+            let session = devices.session(session_id)?;
+            (
+                session.user_id.clone(),
+                Some(session.device_id.clone()),
+                "refresh_token_reused",
+                format!("session={session_id} ended"),
+            )
+        }
+        (DeviceCommand::EndSession { actor, session_id }, _) => (
+            actor.clone(),
+            None,
+            "session_ended",
+            format!("session={session_id}"),
+        ),
+        _ => return None,
+    };
+    let merchant_id = users.user(&user_id)?.merchant_id.clone();
+    Some(AuditRecord {
+        at_micros: now_micros,
+        merchant_id,
+        user_id,
+        device_id,
+        action: action.to_owned(),
+        factors: Vec::new(),
+        approver: None,
+        detail,
+    })
 }
 
 /// Longest accepted device id, key thumbprint, install id, session id or device name.

@@ -187,6 +187,13 @@ impl Directory {
         std::mem::take(&mut self.new_audit)
     }
 
+    /// Appends a record made elsewhere (devices and sessions) to the chain.
+    pub fn append_audit(&mut self, record: AuditRecord) {
+        let entry = append(self.audit.last(), record);
+        self.audit.push(entry.clone());
+        self.new_audit.push(entry);
+    }
+
     fn record(
         &mut self,
         at_micros: i64,

@@ -458,6 +458,24 @@ impl Platform {
         &self.devices
     }
 
+    /// Applies a device command and audits what it changed.
+    fn apply_device(&mut self, now: Timestamp, command: &auth::DeviceCommand) -> CommandResult {
+        let outcome = self
+            .devices
+            .apply(&self.directory, now.micros(), command)
+            .map_err(DomainError::Device)?;
+        if let Some(record) = auth::devices::audit_record(
+            &self.devices,
+            &self.directory,
+            now.micros(),
+            command,
+            &outcome,
+        ) {
+            self.directory.append_audit(record);
+        }
+        Ok(Outcome::Device(outcome))
+    }
+
     fn apply_directory(
         &mut self,
         now: Timestamp,
@@ -648,11 +666,7 @@ impl Platform {
             } => self.set_merchant_frozen(merchant_id, *frozen),
             Command::SetExposureLimit { limit } => self.set_exposure_limit(*limit),
             Command::Directory(command) => self.apply_directory(now, command),
-            Command::Device(command) => self
-                .devices
-                .apply(&self.directory, now.micros(), command)
-                .map(Outcome::Device)
-                .map_err(DomainError::Device),
+            Command::Device(command) => self.apply_device(now, command),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;

@@ -194,8 +194,17 @@ pub fn devices_and_sessions_survive_reopen(backend: &impl Backend) {
         ]);
         apply_and_commit(&mut platform, &mut store, T0, &commands);
     }
-    let (mut store, _reader) = backend.open().expect("reopen");
+    let (mut store, reader) = backend.open().expect("reopen");
     let (mut rebuilt, _) = load_platform(&mut store, Timestamp(0)).expect("load");
+    // The device changes were audited, stored, and rebuilt identically by the replay.
+    let stored = reader.audit(0, 100).expect("audit");
+    let actions: Vec<&str> = stored.iter().map(|e| e.record.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["user_created", "device_registered", "session_started"]
+    );
+    assert_eq!(stored.as_slice(), rebuilt.directory().audit());
+    assert_eq!(auth::verify_chain(&stored), Ok(3));
     assert_eq!(
         rebuilt.devices().device("d1"),
         platform.devices().device("d1")
