@@ -71,10 +71,15 @@ pub enum ErrorCode {
     SessionLimit,
     SessionEnded,
     InvalidRefreshToken,
+    InvalidCredentials,
+    TooManyAttempts,
+    InvalidGrant,
+    InvalidDpopProof,
+    InvalidAccessToken,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 61] = [
+    pub const ALL: [ErrorCode; 66] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -136,6 +141,11 @@ impl ErrorCode {
         ErrorCode::SessionLimit,
         ErrorCode::SessionEnded,
         ErrorCode::InvalidRefreshToken,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::InvalidGrant,
+        ErrorCode::InvalidDpopProof,
+        ErrorCode::InvalidAccessToken,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -191,6 +201,31 @@ impl ErrorCode {
                 "invalid_refresh_token",
                 S::UNAUTHORIZED,
                 "The refresh token is not this session's current one.",
+            ),
+            ErrorCode::InvalidCredentials => (
+                "invalid_credentials",
+                S::UNAUTHORIZED,
+                "The merchant, username or password is wrong.",
+            ),
+            ErrorCode::TooManyAttempts => (
+                "too_many_attempts",
+                S::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins for this account or from this client; try again later.",
+            ),
+            ErrorCode::InvalidGrant => (
+                "invalid_grant",
+                S::BAD_REQUEST,
+                "The authorization code is unknown, used, expired, for another client or redirect URI, or its verifier does not match; or the PKCE challenge is not S256.",
+            ),
+            ErrorCode::InvalidDpopProof => (
+                "invalid_dpop_proof",
+                S::UNAUTHORIZED,
+                "The DPoP proof is missing, malformed, not ES256, for another method or URL, stale, replayed, or signed by another key.",
+            ),
+            ErrorCode::InvalidAccessToken => (
+                "invalid_access_token",
+                S::UNAUTHORIZED,
+                "The access token is missing, malformed, expired, or bound to another device key.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",

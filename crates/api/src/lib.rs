@@ -21,6 +21,7 @@ pub mod openapi;
 mod reports;
 mod routes;
 mod routes_settlement;
+pub mod routes_signin;
 mod routes_users;
 
 use std::future::Future;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub test_clock: Option<Arc<engine::TestClock>>,
     /// Hashes merchant users' passwords with the server's pepper.
     pub hasher: Arc<::auth::SecretHasher>,
+    /// Merchant sign-in: codes, throttle, seen DPoP proofs, the access-token key.
+    pub signin: Arc<routes_signin::SignIn>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,6 +87,7 @@ impl AppState {
             reader,
             clock,
             test_clock,
+            signin: Arc::new(routes_signin::SignIn::new(&hasher)),
             hasher,
         }
     }
@@ -100,7 +104,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Peer addresses feed the sign-in throttle.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -73,6 +73,15 @@ fn post(summary: &str, scope: &str, body: &str, ok: Value, extra: &[(&str, Value
     })
 }
 
+/// An operation of the signed-in merchant app.
+fn merchant_op(summary: &str) -> Value {
+    json!({
+        "summary": summary,
+        "security": [{ "dpop": [] }],
+        "responses": { "200": response("OK.", json!({ "type": "object" })), "default": error_response() },
+    })
+}
+
 fn get_op(summary: &str, parameters: Vec<Value>, ok: Value) -> Value {
     json!({
         "summary": summary,
@@ -477,7 +486,10 @@ pub fn document() -> Value {
             "description": "Payment-platform core: channels, merchants, pay-ins and the double-entry ledger. Amounts are integers in minor units (fen for CNY). Every POST accepts Idempotency-Key. Errors share one catalog with stable codes."
         },
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A platform API key, dzk_…" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "description": "A platform API key, dzk_…" },
+                "dpop": { "type": "http", "scheme": "DPoP", "description": "A merchant user's access token (`Authorization: DPoP dza…`) with a `DPoP` header: an ES256 proof (RFC 9449) for this method and URL, signed by the device key the token is bound to, carrying the token's hash and a fresh jti." }
+            },
             "schemas": schemas()
         },
         "paths": {
@@ -583,6 +595,17 @@ pub fn document() -> Value {
             ], "responses": { "200": response("Entries.", json!({ "type": "object" })), "default": error_response() } } },
             "/v1/exposure-limit": { "post": post("Set the platform's overall exposure limit: the most it may have advanced and not yet funded, over every merchant and funder (0: only the funders' limits).", "admin", "ExposureLimit", json!({ "200": response("The limit.", schema_ref("ExposureLimit")) }), &[]) },
             "/v1/reports/exposure": { "get": get_op("Platform exposure now (advances paid out whose channel money has not arrived): a row per merchant with exposure and per funder, with the total and the overall limit.", vec![report_format()], report_response()) },
+            "/.well-known/oauth-authorization-server": { "get": { "summary": "Authorization-server metadata (RFC 8414): endpoints, S256 as the only PKCE method, ES256 for DPoP, the code and refresh-token grants.", "responses": { "200": response("Metadata.", json!({ "type": "object" })) } } },
+            "/v1/oauth/authorize": { "post": { "summary": "Merchant sign-in, step one: merchant_id, username, password, client_id, redirect_uri, device_id and an S256 code_challenge give a single-use code valid 60 s. Throttled per account and per client; an unknown user and a wrong password get the same answer (invalid_credentials).", "responses": { "200": response("The code.", json!({ "type": "object", "properties": { "code": { "type": "string" }, "expires_in": { "type": "integer" } } })), "default": error_response() } } },
+            "/v1/oauth/token": { "post": { "summary": "Step two, with a DPoP proof header: grant_type authorization_code (code, code_verifier, client_id, redirect_uri; a new device key registers the device, pending until confirmed unless it is the master's first) or refresh_token (rotates; a reused one ends the session). Answers a 5-minute DPoP-bound access token and a refresh token.", "responses": { "200": response("Tokens.", json!({ "type": "object", "properties": { "access_token": { "type": "string" }, "token_type": { "const": "DPoP" }, "expires_in": { "type": "integer" }, "refresh_token": { "type": "string" }, "session_id": { "type": "string" } } })), "default": error_response() } } },
+            "/v1/me": { "get": merchant_op("The signed-in user, its permissions, session, device and the merchant's login policy.") },
+            "/v1/me/devices": { "get": merchant_op("The caller's devices; with manage_devices, all of the merchant's.") },
+            "/v1/me/devices/{id}/confirm": { "post": merchant_op("Confirm a pending device, from an active device of its user or of a device manager.") },
+            "/v1/me/devices/{id}/revoke": { "post": merchant_op("Revoke a device: its sessions and tokens stop at once.") },
+            "/v1/me/devices/{id}/lost": { "post": merchant_op("Report a device lost ({\"lost\": true}) or found ({\"lost\": false}); losing it ends its sessions.") },
+            "/v1/me/sessions": { "get": merchant_op("The caller's sessions, live and ended, with why they ended.") },
+            "/v1/me/sessions/{id}": { "delete": merchant_op("End a session (the owner, or a device manager of the merchant).") },
+            "/v1/me/login-policy": { "put": merchant_op("The master sets the merchant's concurrent-login policy: {\"mode\": \"allow_up_to\", \"devices\": 1–5}, {\"mode\": \"single_session\"} or {\"mode\": \"refuse_new\"}.") },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
             "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }
         }

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes_settlement::routes())
         .merge(crate::reports::routes())
         .merge(crate::routes_users::routes())
+        .merge(crate::routes_signin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

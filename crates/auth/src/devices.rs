@@ -250,6 +250,12 @@ impl Devices {
         self.devices.iter().filter(move |d| d.user_id == user_id)
     }
 
+    pub fn device_sessions(&self, device_id: &str) -> impl Iterator<Item = &Session> {
+        self.sessions
+            .iter()
+            .filter(move |s| s.device_id == device_id)
+    }
+
     pub fn policy(&self, merchant_id: &str) -> LoginPolicy {
         self.policies.get(merchant_id).copied().unwrap_or_default()
     }

@@ -80,6 +80,11 @@ impl SecretHasher {
         }
     }
 
+    /// The key access tokens are MACed with, derived from the same pepper.
+    pub fn token_key(&self) -> crate::tokens::TokenKey {
+        crate::tokens::TokenKey::from_pepper(&self.pepper)
+    }
+
     fn argon2(&self) -> Result<Argon2<'_>, SecretError> {
         Argon2::new_with_secret(
             &self.pepper,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod app;
+
 use std::net::SocketAddr;
 
 use dzero::client::HttpClient;

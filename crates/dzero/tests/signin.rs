@@ -1,0 +1,403 @@
+//! Merchant sign-in, devices and sessions through the real server, and the attacks on them.
+//! Each test is named after what it proves; each refusal is checked by its stable code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::app::MerchantApp;
+use common::{TestServer, worked_example_parties};
+use dzero::client::HttpResponse;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn code(response: &HttpResponse) -> Value {
+    response.json()["error"]["code"].clone()
+}
+
+/// A server with merchant M1 and its master `boss`, and merchant M2 with master `other`.
+async fn merchants() -> TestServer {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    worked_example_parties(&mut admin).await;
+    let m2 = admin
+        .post(
+            "/v1/merchants",
+            &json!({"id": "M2", "name": "Merchant two", "currency": "CNY", "fee": {"rate_ppm": 3800}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m2.status, 201);
+    for (merchant, username) in [("M1", "boss"), ("M2", "other")] {
+        let created = admin
+            .post(
+                &format!("/v1/merchants/{merchant}/users"),
+                &json!({"username": username, "password": PASSWORD}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{:?}", created.json());
+    }
+    server
+}
+
+async fn signed_in(
+    server: &TestServer,
+    merchant: &str,
+    user: &str,
+    device: &str,
+    seed: u8,
+) -> MerchantApp {
+    let mut app = MerchantApp::install(server.addr, device, seed).await;
+    let response = app.sign_in(merchant, user, PASSWORD).await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    app
+}
+
+#[tokio::test]
+async fn metadata_advertises_s256_es256_and_the_code_flow_only() {
+    let server = TestServer::start().await;
+    let mut client = server.anonymous().await;
+    let metadata = client
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        metadata["code_challenge_methods_supported"],
+        json!(["S256"])
+    );
+    assert_eq!(
+        metadata["dpop_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+    assert_eq!(
+        metadata["grant_types_supported"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(metadata["response_types_supported"], json!(["code"]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_masters_first_device_signs_in_and_its_tokens_work_with_its_key() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let me = app.call("GET", "/v1/me", None).await;
+    assert_eq!(me.status, 200, "{:?}", me.json());
+    let me = me.json();
+    assert_eq!(me["merchant_id"], "M1");
+    assert_eq!(me["device_id"], "phone-1");
+    assert!(
+        me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("refund"))
+    );
+    let devices = app.call("GET", "/v1/me/devices", None).await.json();
+    assert_eq!(devices["data"][0]["state"], "active");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
+    let server = merchants().await;
+    let mut app = MerchantApp::install(server.addr, "phone-1", 1).await;
+    let wrong = app.sign_in("M1", "boss", "not the password").await;
+    let unknown = app.sign_in("M1", "nobody", "not the password").await;
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert_eq!(wrong.json(), unknown.json());
+    assert_eq!(code(&wrong), "invalid_credentials");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn brute_force_meets_the_throttle_even_with_the_right_password_at_the_end() {
+    let server = merchants().await;
+    let mut app = MerchantApp::install(server.addr, "phone-1", 1).await;
+    for _ in 0..5 {
+        let guess = app.sign_in("M1", "boss", "guess guess guess").await;
+        assert_eq!(code(&guess), "invalid_credentials");
+    }
+    let blocked = app.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(blocked.status, 429);
+    assert_eq!(code(&blocked), "too_many_attempts");
+    // The failures are audited against the account.
+    let mut admin = server.admin().await;
+    let audit = admin.get("/v1/audit").await.unwrap().json();
+    let failed = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "login_failed")
+        .count();
+    assert_eq!(failed, 5);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_or_missing_pkce_challenge_is_refused() {
+    let server = merchants().await;
+    let mut app = MerchantApp::install(server.addr, "phone-1", 1).await;
+    for (method, challenge) in [
+        (
+            json!("plain"),
+            json!("a-verifier-a-verifier-a-verifier-a-verifier-01"),
+        ),
+        (Value::Null, Value::Null),
+    ] {
+        let body = json!({
+            "merchant_id": "M1", "username": "boss", "password": PASSWORD,
+            "client_id": "dzero-app", "redirect_uri": "dzero-app://signed-in", "device_id": "phone-1",
+            "code_challenge": challenge, "code_challenge_method": method,
+        });
+        let refused = app.http.post("/v1/oauth/authorize", &body).await.unwrap();
+        assert_eq!(code(&refused), "invalid_grant");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorization_code_works_once_and_only_with_its_verifier() {
+    let server = merchants().await;
+    let mut app = MerchantApp::install(server.addr, "phone-1", 1).await;
+    let verifier = "the-right-verifier-the-right-verifier-0123456789";
+    let code_value = app.authorize("M1", "boss", PASSWORD, verifier).await.json()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = app
+        .redeem(&code_value, "a-wrong-verifier-a-wrong-verifier-0123456789")
+        .await;
+    assert_eq!(code(&wrong), "invalid_grant");
+    // The failed try consumed the code: an attacker who saw it cannot retry.
+    let again = app.redeem(&code_value, verifier).await;
+    assert_eq!(code(&again), "invalid_grant");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_dpop_proof_is_refused() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let token = app.access_token.clone().unwrap();
+    let proof = app.proof("GET", "/v1/me", Some(&token));
+    assert_eq!(
+        app.send("GET", "/v1/me", &token, &proof, None).await.status,
+        200
+    );
+    let replayed = app.send("GET", "/v1/me", &token, &proof, None).await;
+    assert_eq!(replayed.status, 401);
+    assert_eq!(code(&replayed), "invalid_dpop_proof");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_proof_for_another_method_or_url_is_refused() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let token = app.access_token.clone().unwrap();
+    let for_post = app.proof("POST", "/v1/me", Some(&token));
+    assert_eq!(
+        code(&app.send("GET", "/v1/me", &token, &for_post, None).await),
+        "invalid_dpop_proof"
+    );
+    let for_devices = app.proof("GET", "/v1/me/devices", Some(&token));
+    assert_eq!(
+        code(&app.send("GET", "/v1/me", &token, &for_devices, None).await),
+        "invalid_dpop_proof"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stolen_token_used_with_another_key_is_refused() {
+    let server = merchants().await;
+    let mut victim = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let stolen = victim.access_token.clone().unwrap();
+    let mut thief = MerchantApp::install(server.addr, "thief", 9).await;
+    let proof = thief.proof("GET", "/v1/me", Some(&stolen));
+    let refused = thief.send("GET", "/v1/me", &stolen, &proof, None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(code(&refused), "invalid_access_token");
+    // Nor can the thief refresh the victim's session with its own key.
+    thief.refresh_token = victim.refresh_token.clone();
+    assert_eq!(code(&thief.refresh().await), "invalid_dpop_proof");
+    assert_eq!(victim.call("GET", "/v1/me", None).await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_alg_none_proof_is_refused() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let token = app.access_token.clone().unwrap();
+    let header = json!({ "typ": "dpop+jwt", "alg": "none", "jwk": app.jwk() });
+    let claims = json!({
+        "jti": "none-1", "htm": "GET", "htu": format!("http://{}/v1/me", server.addr),
+        "iat": jiff::Timestamp::now().as_second(), "ath": auth::dpop::token_hash(&token),
+    });
+    let signed = app.sign(&header, &claims);
+    let unsigned = format!("{}.", signed.rsplit_once('.').unwrap().0);
+    let refused = app.send("GET", "/v1/me", &token, &unsigned, None).await;
+    assert_eq!(code(&refused), "invalid_dpop_proof");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_device_waits_for_confirmation_and_a_revoked_one_stops_at_once() {
+    let server = merchants().await;
+    let mut first = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut second = MerchantApp::install(server.addr, "phone-2", 2).await;
+    let pending = second.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(code(&pending), "device_not_active");
+    // The second device cannot confirm itself: it has no session.
+    let confirmed = first
+        .call("POST", "/v1/me/devices/phone-2/confirm", None)
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.json());
+    assert_eq!(confirmed.json()["state"], "active");
+    let response = second.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    assert_eq!(second.call("GET", "/v1/me", None).await.status, 200);
+
+    let revoked = first
+        .call("POST", "/v1/me/devices/phone-2/revoke", None)
+        .await;
+    assert_eq!(revoked.json()["state"], "revoked");
+    let after = second.call("GET", "/v1/me", None).await;
+    assert_eq!(after.status, 401);
+    assert_eq!(code(&after), "session_ended");
+    assert_eq!(code(&second.refresh().await), "session_ended");
+    let again = second.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(code(&again), "device_not_active");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_device_is_stopped_and_can_be_found_again() {
+    let server = merchants().await;
+    let mut first = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut second = MerchantApp::install(server.addr, "phone-2", 2).await;
+    second.sign_in("M1", "boss", PASSWORD).await;
+    first
+        .call("POST", "/v1/me/devices/phone-2/confirm", None)
+        .await;
+    assert_eq!(second.sign_in("M1", "boss", PASSWORD).await.status, 200);
+    let lost = first
+        .call(
+            "POST",
+            "/v1/me/devices/phone-2/lost",
+            Some(&json!({"lost": true})),
+        )
+        .await;
+    assert_eq!(lost.json()["state"], "lost");
+    assert_eq!(
+        code(&second.call("GET", "/v1/me", None).await),
+        "session_ended"
+    );
+    let found = first
+        .call(
+            "POST",
+            "/v1/me/devices/phone-2/lost",
+            Some(&json!({"lost": false})),
+        )
+        .await;
+    assert_eq!(found.json()["state"], "active");
+    assert_eq!(second.sign_in("M1", "boss", PASSWORD).await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_ends_the_session() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let first_refresh = app.refresh_token.clone().unwrap();
+    let rotated = app.refresh().await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json());
+    assert_ne!(app.refresh_token.clone().unwrap(), first_refresh);
+    assert_eq!(app.call("GET", "/v1/me", None).await.status, 200);
+
+    let current = app.refresh_token.clone();
+    app.refresh_token = Some(first_refresh);
+    let reused = app.refresh().await;
+    assert_eq!(code(&reused), "session_ended");
+    // The whole family is gone: the current refresh token and the access token stop too.
+    app.refresh_token = current;
+    assert_eq!(code(&app.refresh().await), "session_ended");
+    assert_eq!(
+        code(&app.call("GET", "/v1/me", None).await),
+        "session_ended"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn single_session_policy_signs_the_older_device_out() {
+    let server = merchants().await;
+    let mut first = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let set = first
+        .call(
+            "PUT",
+            "/v1/me/login-policy",
+            Some(&json!({"mode": "single_session"})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.json());
+    let mut second = MerchantApp::install(server.addr, "phone-2", 2).await;
+    second.sign_in("M1", "boss", PASSWORD).await;
+    first
+        .call("POST", "/v1/me/devices/phone-2/confirm", None)
+        .await;
+    assert_eq!(second.sign_in("M1", "boss", PASSWORD).await.status, 200);
+    let told = first.call("GET", "/v1/me", None).await;
+    assert_eq!(code(&told), "session_ended");
+    assert!(
+        told.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed_in_elsewhere")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_merchants_devices_and_sessions_answer_404() {
+    let server = merchants().await;
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let other = signed_in(&server, "M2", "other", "phone-m2", 3).await;
+    let revoke = boss
+        .call("POST", "/v1/me/devices/phone-m2/revoke", None)
+        .await;
+    assert_eq!(revoke.status, 404);
+    let session = other.access_token.clone().unwrap();
+    let session_id = session.split('.').nth(1).unwrap();
+    let end = boss
+        .call("DELETE", &format!("/v1/me/sessions/{session_id}"), None)
+        .await;
+    assert_eq!(end.status, 404);
+    let unknown = boss
+        .call("POST", "/v1/me/devices/no-such/revoke", None)
+        .await;
+    assert_eq!(unknown.status, 404, "unknown and foreign look the same");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let sessions = app.call("GET", "/v1/me/sessions", None).await.json();
+    let id = sessions["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(sessions["data"][0]["ended"], Value::Null);
+    let ended = app
+        .call("DELETE", &format!("/v1/me/sessions/{id}"), None)
+        .await;
+    assert_eq!(ended.json()["ended"], "signed_out");
+    assert_eq!(
+        code(&app.call("GET", "/v1/me", None).await),
+        "session_ended"
+    );
+    server.stop().await;
+}
