@@ -20,6 +20,7 @@ pub mod error;
 pub mod openapi;
 mod reports;
 mod routes;
+mod routes_merchant;
 mod routes_settlement;
 pub mod routes_signin;
 mod routes_users;

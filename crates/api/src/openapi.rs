@@ -606,6 +606,15 @@ pub fn document() -> Value {
             "/v1/me/sessions": { "get": merchant_op("The caller's sessions, live and ended, with why they ended.") },
             "/v1/me/sessions/{id}": { "delete": merchant_op("End a session (the owner, or a device manager of the merchant).") },
             "/v1/me/login-policy": { "put": merchant_op("The master sets the merchant's concurrent-login policy: {\"mode\": \"allow_up_to\", \"devices\": 1–5}, {\"mode\": \"single_session\"} or {\"mode\": \"refuse_new\"}.") },
+            "/v1/me/balances": { "get": merchant_op("The caller's merchant balances (needs view).") },
+            "/v1/me/payments": { "get": merchant_op("The order query over the caller's merchant only (needs view); the same filters and paging as GET /v1/payments, merchant_id ignored.") },
+            "/v1/me/payments/{id}": { "get": merchant_op("One payment of the caller's merchant (needs view); another merchant's answers 404.") },
+            "/v1/me/users": {
+                "get": merchant_op("The merchant's users (needs manage_users)."),
+                "post": merchant_op("Create an operator {username, password, permissions, refund_cap_single, refund_cap_daily} holding at most the caller's permissions (needs manage_users).")
+            },
+            "/v1/me/users/{id}/permissions": { "put": merchant_op("Replace an operator's permissions (needs manage_users; only permissions the caller holds); applies from the operator's next request.") },
+            "/v1/me/users/{id}/disabled": { "post": merchant_op("Disable ({\"disabled\": true}) or enable an operator; disabling ends its sessions at once.") },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
             "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }
         }

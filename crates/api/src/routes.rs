@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::reports::routes())
         .merge(crate::routes_users::routes())
         .merge(crate::routes_signin::routes())
+        .merge(crate::routes_merchant::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -667,8 +668,8 @@ async fn get_payment(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PaymentsQuery {
-    merchant_id: Option<String>,
+pub(crate) struct PaymentsQuery {
+    pub(crate) merchant_id: Option<String>,
     merchant_order_no: Option<String>,
     channel_id: Option<String>,
     channel_trade_no: Option<String>,
@@ -688,7 +689,11 @@ async fn list_payments(
     q: Result<Query<PaymentsQuery>, QueryRejection>,
 ) -> ApiResult {
     authorize(&state, &headers, Scope::Read).await?;
-    let q = query(q)?;
+    payments_page(&state, query(q)?).await
+}
+
+/// A page of the order query (shared by the platform's and the merchant app's routes).
+pub(crate) async fn payments_page(state: &AppState, q: PaymentsQuery) -> ApiResult {
     let limit = page_limit(q.limit)?;
     let from = q
         .from
@@ -729,7 +734,7 @@ async fn list_payments(
         else {
             return Ok(json(StatusCode::OK, &empty()));
         };
-        let payment = read_store(&state, move |r| r.payment(id)).await?;
+        let payment = read_store(state, move |r| r.payment(id)).await?;
         let matches = |p: &Payment| {
             q.merchant_id.as_ref().is_none_or(|m| *m == p.merchant_id)
                 && q.merchant_order_no
@@ -778,7 +783,7 @@ async fn list_payments(
     if let (Some(merchant), Some(_)) = (&q.merchant_id, cursor) {
         // A cursor must name one of this merchant's payments (ids are not secret, but a
         // foreign id would walk another merchant's chain).
-        let owner = read_store(&state, move |r| r.payment(start)).await?;
+        let owner = read_store(state, move |r| r.payment(start)).await?;
         if owner.is_none_or(|p| p.merchant_id != *merchant) {
             return Err(ApiError::new(ErrorCode::InvalidCursor));
         }
@@ -793,7 +798,7 @@ async fn list_payments(
         limit,
         scan_rows_max: PAYMENT_SCAN_ROWS_MAX,
     };
-    let page = read_store(&state, move |r| r.payments(&filter)).await?;
+    let page = read_store(state, move |r| r.payments(&filter)).await?;
     Ok(json(
         StatusCode::OK,
         &Page {

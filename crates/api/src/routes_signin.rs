@@ -484,15 +484,34 @@ async fn refresh(state: &AppState, request: TokenRequest, thumbprint: String) ->
 }
 
 /// The signed-in merchant user behind a request.
-struct Merchant {
-    user: MerchantUser,
-    session_id: String,
-    device_id: String,
+pub(crate) struct Merchant {
+    pub(crate) user: MerchantUser,
+    pub(crate) session_id: String,
+    pub(crate) device_id: String,
+}
+
+impl Merchant {
+    /// Refuses unless the user holds `permission` now (a revocation applies from the next
+    /// request, since the user is read afresh for each).
+    pub(crate) fn require(
+        &self,
+        permission: ::auth::Permissions,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if self.user.effective().contains(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                format!("This needs the {name} permission."),
+            ))
+        }
+    }
 }
 
 /// Authenticates a merchant request: a DPoP-bound access token, a fresh proof for this method
 /// and URL from the same key, and a live session on an active device of an enabled user.
-async fn merchant(
+pub(crate) async fn merchant(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,

@@ -39,7 +39,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn user_out(u: &::auth::MerchantUser) -> Value {
+pub(crate) fn user_out(u: &::auth::MerchantUser) -> Value {
     json!({
         "id": u.id,
         "merchant_id": u.merchant_id,
@@ -69,6 +69,23 @@ fn render_user(results: &[CommandResult]) -> (u16, Vec<u8>) {
     })
 }
 
+/// Checks a new login password's policy and hashes it off the async workers.
+pub(crate) async fn hash_new_password(
+    state: &AppState,
+    password: String,
+) -> Result<String, ApiError> {
+    let password = ::auth::Secret::new(password);
+    ::auth::secrets::check_password(&password)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidPassword))?;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(ApiError::internal)?;
+    let hasher = Arc::clone(&state.hasher);
+    tokio::task::spawn_blocking(move || hasher.hash(&password, salt))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
 /// Opens a merchant's master account (platform admin).
 async fn create_master(
     State(state): State<AppState>,
@@ -80,16 +97,7 @@ async fn create_master(
     let caller = authorize(&state, &headers, Scope::Admin).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: CreateMaster = parse(&body)?;
-    let password = ::auth::Secret::new(request.password);
-    ::auth::secrets::check_password(&password)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidPassword))?;
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(ApiError::internal)?;
-    let hasher = Arc::clone(&state.hasher);
-    let password_hash = tokio::task::spawn_blocking(move || hasher.hash(&password, salt))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let password_hash = hash_new_password(&state, request.password).await?;
     let user_id = request
         .user_id
         .unwrap_or_else(|| format!("{merchant_id}.{}", request.username));

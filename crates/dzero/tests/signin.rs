@@ -401,3 +401,164 @@ async fn sessions_are_listed_and_ended() {
     );
     server.stop().await;
 }
+
+/// The master creates operator `name` with `permissions`; it signs in on its own device,
+/// which the master confirms.
+async fn operator(
+    server: &TestServer,
+    boss: &mut MerchantApp,
+    name: &str,
+    permissions: &[&str],
+    seed: u8,
+) -> MerchantApp {
+    let created = boss
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(
+                &json!({"username": name, "password": PASSWORD, "permissions": permissions,
+                         "refund_cap_single": 10_000, "refund_cap_daily": 50_000}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let device = format!("phone-{name}");
+    let mut app = MerchantApp::install(server.addr, &device, seed).await;
+    assert_eq!(
+        code(&app.sign_in("M1", name, PASSWORD).await),
+        "device_not_active"
+    );
+    let confirmed = boss
+        .call("POST", &format!("/v1/me/devices/{device}/confirm"), None)
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.json());
+    let signed = app.sign_in("M1", name, PASSWORD).await;
+    assert_eq!(signed.status, 200, "{:?}", signed.json());
+    app
+}
+
+#[tokio::test]
+async fn a_view_only_operator_reads_orders_but_cannot_manage_users() {
+    let server = merchants().await;
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut clerk = operator(&server, &mut boss, "clerk", &["view"], 4).await;
+    assert_eq!(clerk.call("GET", "/v1/me/payments", None).await.status, 200);
+    assert_eq!(clerk.call("GET", "/v1/me/balances", None).await.status, 200);
+    let refused = clerk
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "mole", "password": PASSWORD, "permissions": ["view"]})),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(code(&refused), "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_cannot_grant_what_it_does_not_hold() {
+    let server = merchants().await;
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut manager = operator(&server, &mut boss, "manager", &["view", "manage_users"], 4).await;
+    let refused = manager
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "refunder", "password": PASSWORD, "permissions": ["refund"]})),
+        )
+        .await;
+    assert_eq!(code(&refused), "permission_not_held");
+    let allowed = manager
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "viewer", "password": PASSWORD, "permissions": ["view"]})),
+        )
+        .await;
+    assert_eq!(allowed.status, 201, "{:?}", allowed.json());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_permission_applies_from_the_next_request_and_disabling_ends_sessions() {
+    let server = merchants().await;
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut clerk = operator(&server, &mut boss, "clerk", &["view"], 4).await;
+    assert_eq!(clerk.call("GET", "/v1/me/balances", None).await.status, 200);
+    let changed = boss
+        .call(
+            "PUT",
+            "/v1/me/users/M1.clerk/permissions",
+            Some(&json!({"permissions": []})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.json());
+    assert_eq!(
+        code(&clerk.call("GET", "/v1/me/balances", None).await),
+        "forbidden"
+    );
+
+    let disabled = boss
+        .call(
+            "POST",
+            "/v1/me/users/M1.clerk/disabled",
+            Some(&json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(disabled.status, 200, "{:?}", disabled.json());
+    let after = clerk.call("GET", "/v1/me", None).await;
+    assert_eq!(code(&after), "session_ended");
+    assert_eq!(
+        code(&clerk.sign_in("M1", "clerk", PASSWORD).await),
+        "invalid_credentials"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_merchants_payment_answers_404_and_the_order_query_keeps_to_the_caller() {
+    let server = merchants().await;
+    let mut admin = server.admin().await;
+    let mine = admin
+        .post("/v1/payments", &common::payin("T-M1", 10_000))
+        .await
+        .unwrap();
+    assert_eq!(mine.status, 201);
+    let mut theirs_body = common::payin("T-M2", 20_000);
+    theirs_body["merchant_id"] = json!("M2");
+    let theirs = admin.post("/v1/payments", &theirs_body).await.unwrap();
+    assert_eq!(theirs.status, 201, "{:?}", theirs.json());
+    let (mine_id, theirs_id) = (
+        mine.json()["id"].as_str().unwrap().to_owned(),
+        theirs.json()["id"].as_str().unwrap().to_owned(),
+    );
+
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    assert_eq!(
+        boss.call("GET", &format!("/v1/me/payments/{mine_id}"), None)
+            .await
+            .status,
+        200
+    );
+    let foreign = boss
+        .call("GET", &format!("/v1/me/payments/{theirs_id}"), None)
+        .await;
+    assert_eq!(foreign.status, 404);
+    let listed = boss
+        .call("GET", "/v1/me/payments?merchant_id=M2", None)
+        .await
+        .json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [mine_id.as_str()],
+        "merchant_id cannot widen the query"
+    );
+    server.stop().await;
+}

@@ -67,8 +67,10 @@ impl MerchantApp {
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 
-    /// A fresh DPoP proof for `method` and `path`, carrying the access token's hash if given.
+    /// A fresh DPoP proof for `method` and `path` (its URL without the query, as RFC 9449
+    /// says), carrying the access token's hash if given.
     pub fn proof(&mut self, method: &str, path: &str, access_token: Option<&str>) -> String {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
         self.proofs += 1;
         let mut claims = json!({
             "jti": format!("{}-{}-{}", self.device_id, now_seconds(), self.proofs),
