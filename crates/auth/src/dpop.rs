@@ -97,13 +97,11 @@ pub fn token_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
 }
 
-/// Verifies a proof against what the request expects. `seen_jti` says whether a `jti` was
-/// already used (the caller's bounded replay cache); the caller records the returned `jti`.
-pub fn verify(
-    proof: &str,
-    expected: &Expected<'_>,
-    seen_jti: impl Fn(&str) -> bool,
-) -> Result<Verified, DpopError> {
+/// Checks a compact JWS of type `typ` signed with ES256 by the P-256 key in its `jwk` header,
+/// and returns its claims and the key's thumbprint. Every other algorithm, `none` included, is
+/// refused before any signature check. The `typ` keeps proofs and step-up signatures apart: one
+/// can never stand in for the other.
+pub(crate) fn verify_signed(proof: &str, typ: &str) -> Result<(Value, String), DpopError> {
     if proof.len() > PROOF_BYTES_MAX {
         return Err(DpopError::Malformed);
     }
@@ -114,7 +112,7 @@ pub fn verify(
         return Err(DpopError::Malformed);
     };
     let header = decode_json(header_part)?;
-    if header["typ"] != "dpop+jwt" {
+    if header["typ"] != typ {
         return Err(DpopError::WrongType);
     }
     if header["alg"] != "ES256" {
@@ -140,6 +138,17 @@ pub fn verify(
         jwk["y"].as_str().unwrap_or_default(),
     );
     let claims = decode_json(payload_part)?;
+    Ok((claims, thumbprint))
+}
+
+/// Verifies a proof against what the request expects. `seen_jti` says whether a `jti` was
+/// already used (the caller's bounded replay cache); the caller records the returned `jti`.
+pub fn verify(
+    proof: &str,
+    expected: &Expected<'_>,
+    seen_jti: impl Fn(&str) -> bool,
+) -> Result<Verified, DpopError> {
+    let (claims, thumbprint) = verify_signed(proof, "dpop+jwt")?;
     if claims["htm"] != expected.method {
         return Err(DpopError::WrongMethod);
     }

@@ -17,6 +17,7 @@ pub mod dpop;
 pub mod permissions;
 pub mod pkce;
 pub mod secrets;
+pub mod stepup;
 pub mod tokens;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, append, verify_chain};
