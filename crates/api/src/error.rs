@@ -76,10 +76,15 @@ pub enum ErrorCode {
     InvalidGrant,
     InvalidDpopProof,
     InvalidAccessToken,
+    StepUpFailed,
+    WrongPaymentPassword,
+    PaymentPasswordLocked,
+    InvalidPaymentPassword,
+    RefundCapExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 66] = [
+    pub const ALL: [ErrorCode; 71] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -146,6 +151,11 @@ impl ErrorCode {
         ErrorCode::InvalidGrant,
         ErrorCode::InvalidDpopProof,
         ErrorCode::InvalidAccessToken,
+        ErrorCode::StepUpFailed,
+        ErrorCode::WrongPaymentPassword,
+        ErrorCode::PaymentPasswordLocked,
+        ErrorCode::InvalidPaymentPassword,
+        ErrorCode::RefundCapExceeded,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -226,6 +236,31 @@ impl ErrorCode {
                 "invalid_access_token",
                 S::UNAUTHORIZED,
                 "The access token is missing, malformed, expired, or bound to another device key.",
+            ),
+            ErrorCode::StepUpFailed => (
+                "step_up_failed",
+                S::FORBIDDEN,
+                "The step-up challenge is unknown, used or expired, was issued for another operation, or its signature is not the device's.",
+            ),
+            ErrorCode::WrongPaymentPassword => (
+                "wrong_payment_password",
+                S::FORBIDDEN,
+                "The payment password is wrong or not set.",
+            ),
+            ErrorCode::PaymentPasswordLocked => (
+                "payment_password_locked",
+                S::FORBIDDEN,
+                "The payment password is locked after five failures.",
+            ),
+            ErrorCode::InvalidPaymentPassword => (
+                "invalid_payment_password",
+                S::UNPROCESSABLE_ENTITY,
+                "A payment password has at least six digits and is not a common one.",
+            ),
+            ErrorCode::RefundCapExceeded => (
+                "refund_cap_exceeded",
+                S::FORBIDDEN,
+                "The refund is above this operator's single-refund cap.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",

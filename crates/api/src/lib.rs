@@ -23,6 +23,7 @@ mod routes;
 mod routes_merchant;
 mod routes_settlement;
 pub mod routes_signin;
+mod routes_stepup;
 mod routes_users;
 
 use std::future::Future;

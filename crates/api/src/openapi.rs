@@ -615,6 +615,9 @@ pub fn document() -> Value {
             },
             "/v1/me/users/{id}/permissions": { "put": merchant_op("Replace an operator's permissions (needs manage_users; only permissions the caller holds); applies from the operator's next request.") },
             "/v1/me/users/{id}/disabled": { "post": merchant_op("Disable ({\"disabled\": true}) or enable an operator; disabling ends its sessions at once.") },
+            "/v1/me/payment-password": { "put": merchant_op("Set the caller's payment password {login_password, payment_password}: at least six digits, common ones refused; stored as a peppered argon2id hash.") },
+            "/v1/me/challenges": { "post": merchant_op("A one-time step-up challenge {action: refund, amount, currency, destination (the payment id)} for the device to sign: answers challenge_id, the claims to sign and their JWS typ (dzero-stepup+jwt, ES256). Valid 300 s.") },
+            "/v1/me/refunds": { "post": merchant_op("A refund from the app {payment_id, amount, challenge_id, signature, payment_password}: needs refund, keeps to the operator's single-refund cap, consumes the challenge (bound to the exact operation, signed by the device key) and checks the payment password (locked after five failures). Answers the refund with its verification_level; audited with its factors.") },
             "/v1/test-clock": { "get": { "summary": "The sandbox clock (only under dzero serve --sandbox).", "responses": { "200": { "description": "now" }, "404": error_response() } } },
             "/v1/test-clock/advance": { "post": post("Move the sandbox clock forward; answers when every cutoff and settlement run due by then is done.", "admin", "AdvanceClock", json!({ "200": response("The new time.", json!({ "type": "object", "properties": { "now": { "type": "string" } } })) }), &[]) }
         }

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes_users::routes())
         .merge(crate::routes_signin::routes())
         .merge(crate::routes_merchant::routes())
+        .merge(crate::routes_stepup::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -45,6 +45,10 @@ pub struct SignIn {
     codes: Mutex<Codes>,
     throttle: Mutex<LoginThrottle>,
     seen_jti: Mutex<JtiCache>,
+    /// Step-up challenges awaiting their operation.
+    pub(crate) challenges: Mutex<::auth::stepup::Challenges>,
+    /// Payment-password failures per user. Kept in memory: a restart clears a lock.
+    pub(crate) pin_attempts: Mutex<HashMap<String, ::auth::Attempts>>,
     token_key: TokenKey,
     /// A hash checked when the user does not exist, so both answers take as long.
     dummy_hash: String,
@@ -65,6 +69,8 @@ impl SignIn {
             codes: Mutex::new(Codes::default()),
             throttle: Mutex::new(LoginThrottle::default()),
             seen_jti: Mutex::new(JtiCache::default()),
+            challenges: Mutex::new(::auth::stepup::Challenges::default()),
+            pin_attempts: Mutex::new(HashMap::new()),
             token_key: hasher.token_key(),
             dummy_hash,
         }
@@ -111,7 +117,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/login-policy", put(set_policy))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -125,7 +131,7 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn now_seconds(state: &AppState) -> i64 {
+pub(crate) fn now_seconds(state: &AppState) -> i64 {
     state.clock.now().micros() / 1_000_000
 }
 

@@ -30,6 +30,9 @@ pub struct MerchantUser {
     pub disabled: bool,
     pub created_by: Option<String>,
     pub created_at_micros: i64,
+    /// The payment password for fund operations: only a peppered argon2id hash; `None` until
+    /// the user sets one.
+    pub payment_password_hash: Option<String>,
 }
 
 impl std::fmt::Debug for MerchantUser {
@@ -95,6 +98,16 @@ pub enum DirectoryCommand {
         user_id: String,
         disabled: bool,
     },
+    /// A user sets its own payment password (the caller checked the login password).
+    SetPaymentPassword { user_id: String, hash: String },
+    /// Audits a fund operation or step-up attempt: what, with which factors.
+    RecordOperation {
+        user_id: String,
+        device_id: Option<String>,
+        action: String,
+        factors: Vec<String>,
+        detail: String,
+    },
     /// Audits a sign-in attempt, successful or not.
     RecordLogin {
         user_id: String,
@@ -124,6 +137,12 @@ impl std::fmt::Debug for DirectoryCommand {
             DirectoryCommand::RecordLogin {
                 user_id, succeeded, ..
             } => write!(f, "RecordLogin({user_id}, {succeeded})"),
+            DirectoryCommand::SetPaymentPassword { user_id, .. } => {
+                write!(f, "SetPaymentPassword({user_id})")
+            }
+            DirectoryCommand::RecordOperation {
+                user_id, action, ..
+            } => write!(f, "RecordOperation({user_id}, {action})"),
         }
     }
 }
@@ -288,6 +307,7 @@ impl Directory {
                     disabled: false,
                     created_by: None,
                     created_at_micros: at_micros,
+                    payment_password_hash: None,
                 };
                 self.insert(user.clone());
                 self.record(
@@ -332,6 +352,7 @@ impl Directory {
                     disabled: false,
                     created_by: Some(actor.clone()),
                     created_at_micros: at_micros,
+                    payment_password_hash: None,
                 };
                 self.insert(user.clone());
                 self.record(
@@ -394,6 +415,45 @@ impl Directory {
                     },
                     format!("user={user_id}"),
                 );
+                Ok(user)
+            }
+            DirectoryCommand::SetPaymentPassword { user_id, hash } => {
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                if self.users[index].disabled {
+                    return Err(DirectoryError::UnknownUser);
+                }
+                self.users[index].payment_password_hash = Some(hash.clone());
+                let user = self.users[index].clone();
+                self.record(
+                    at_micros,
+                    &user.merchant_id,
+                    user_id,
+                    "payment_password_set",
+                    String::new(),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::RecordOperation {
+                user_id,
+                device_id,
+                action,
+                factors,
+                detail,
+            } => {
+                let user = self
+                    .user(user_id)
+                    .ok_or(DirectoryError::UnknownUser)?
+                    .clone();
+                self.append_audit(AuditRecord {
+                    at_micros,
+                    merchant_id: user.merchant_id.clone(),
+                    user_id: user_id.clone(),
+                    device_id: device_id.clone(),
+                    action: action.clone(),
+                    factors: factors.clone(),
+                    approver: None,
+                    detail: detail.clone(),
+                });
                 Ok(user)
             }
             DirectoryCommand::RecordLogin {

@@ -562,3 +562,299 @@ async fn another_merchants_payment_answers_404_and_the_order_query_keeps_to_the_
     );
     server.stop().await;
 }
+
+const PIN: &str = "480917";
+
+/// M1 with one paid 10,000.00 payment, and its master signed in with a payment password.
+async fn refundable() -> (TestServer, MerchantApp, String) {
+    let server = merchants().await;
+    let mut admin = server.admin().await;
+    let paid = admin
+        .post("/v1/payments", &common::payin("T-R", 1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(paid.status, 201);
+    let payment_id = paid.json()["id"].as_str().unwrap().to_owned();
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let set = boss
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.json());
+    (server, boss, payment_id)
+}
+
+fn refund_operation(payment_id: &str, amount: i64) -> Value {
+    json!({"action": "refund", "amount": amount, "currency": "CNY", "destination": payment_id})
+}
+
+fn refund_body(payment_id: &str, amount: i64, challenge: &(String, String), pin: &str) -> Value {
+    json!({
+        "payment_id": payment_id, "amount": amount, "challenge_id": challenge.0,
+        "signature": challenge.1, "payment_password": pin,
+    })
+}
+
+async fn refunded(server: &TestServer, payment_id: &str) -> i64 {
+    let mut admin = server.admin().await;
+    let payment = admin
+        .get(&format!("/v1/payments/{payment_id}"))
+        .await
+        .unwrap()
+        .json();
+    payment["refunded"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_with_a_signed_challenge_and_the_payment_password_goes_through_and_is_audited() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 50_000))
+        .await
+        .unwrap();
+    let done = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 50_000, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{:?}", done.json());
+    assert_eq!(done.json()["verification_level"], "signed_two_factor");
+    assert_eq!(refunded(&server, &payment_id).await, 50_000);
+    let mut admin = server.admin().await;
+    let audit = admin.get("/v1/audit").await.unwrap().json();
+    let entry = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "refund")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        entry["factors"],
+        json!(["device_signature", "payment_password"])
+    );
+    assert_eq!(entry["device_id"], "phone-1");
+    let text = audit.to_string();
+    assert!(!text.contains(PIN) && !text.contains(PASSWORD));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_amount_under_a_signed_challenge_is_refused_and_writes_nothing() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let refused = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 900_000, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(code(&refused), "step_up_failed");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_challenge_is_refused() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let body = refund_body(&payment_id, 100, &challenge, PIN);
+    assert_eq!(
+        boss.call("POST", "/v1/me/refunds", Some(&body))
+            .await
+            .status,
+        201
+    );
+    let again = boss.call("POST", "/v1/me/refunds", Some(&body)).await;
+    assert_eq!(code(&again), "step_up_failed");
+    assert_eq!(refunded(&server, &payment_id).await, 100);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_challenge_signed_by_another_key_is_refused() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let (id, _) = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let thief = MerchantApp::install(server.addr, "thief", 9).await;
+    let claims = json!({"challenge": id});
+    let forged = thief.sign(
+        &json!({"typ": "dzero-stepup+jwt", "alg": "ES256", "jwk": thief.jwk()}),
+        &claims,
+    );
+    let refused = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 100, &(id, forged), PIN)),
+        )
+        .await;
+    assert_eq!(code(&refused), "step_up_failed");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_view_only_operator_refunding_is_refused() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let mut clerk = operator(&server, &mut boss, "clerk", &["view"], 4).await;
+    let refused = clerk
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "forbidden");
+    let direct = clerk
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(
+                &payment_id,
+                100,
+                &("chl_x".into(), "x.y.z".into()),
+                PIN,
+            )),
+        )
+        .await;
+    assert_eq!(code(&direct), "forbidden");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_over_cap_refund_is_refused() {
+    let (server, mut boss, payment_id) = refundable().await;
+    // The helper gives operators a single-refund cap of 100.00.
+    let mut refunder = operator(&server, &mut boss, "refunder", &["view", "refund"], 5).await;
+    let set = refunder
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(set.status, 200);
+    let challenge = refunder
+        .signed_challenge(&refund_operation(&payment_id, 10_001))
+        .await
+        .unwrap();
+    let refused = refunder
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 10_001, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(code(&refused), "refund_cap_exceeded");
+    let challenge = refunder
+        .signed_challenge(&refund_operation(&payment_id, 10_000))
+        .await
+        .unwrap();
+    let within = refunder
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 10_000, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(within.status, 201, "{:?}", within.json());
+    assert_eq!(refunded(&server, &payment_id).await, 10_000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_payment_password_locks_after_five_tries() {
+    let (server, mut boss, payment_id) = refundable().await;
+    for _ in 0..5 {
+        let challenge = boss
+            .signed_challenge(&refund_operation(&payment_id, 100))
+            .await
+            .unwrap();
+        let refused = boss
+            .call(
+                "POST",
+                "/v1/me/refunds",
+                Some(&refund_body(&payment_id, 100, &challenge, "000000")),
+            )
+            .await;
+        assert_eq!(code(&refused), "wrong_payment_password");
+    }
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let locked = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 100, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(code(&locked), "payment_password_locked");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_common_payment_password_is_refused() {
+    let (server, mut boss, _) = refundable().await;
+    for pin in ["123456", "111111", "12345"] {
+        let refused = boss
+            .call(
+                "PUT",
+                "/v1/me/payment-password",
+                Some(&json!({"login_password": PASSWORD, "payment_password": pin})),
+            )
+            .await;
+        assert_eq!(code(&refused), "invalid_payment_password", "{pin}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_identical_refund_requests_in_parallel_make_exactly_one_refund() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 12_345))
+        .await
+        .unwrap();
+    let body = refund_body(&payment_id, 12_345, &challenge, PIN);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut twin = boss.twin(server.addr, &format!("t{i}")).await;
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            twin.call("POST", "/v1/me/refunds", Some(&body))
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 403),
+        "{statuses:?}"
+    );
+    assert_eq!(refunded(&server, &payment_id).await, 12_345);
+    server.stop().await;
+}

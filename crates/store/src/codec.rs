@@ -227,6 +227,18 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
         } => {
             json!({ "t": "directory", "d": "login", "user_id": user_id, "device_id": device_id, "succeeded": succeeded })
         }
+        D::SetPaymentPassword { user_id, hash } => {
+            json!({ "t": "directory", "d": "payment_password", "user_id": user_id, "hash": hash })
+        }
+        D::RecordOperation {
+            user_id,
+            device_id,
+            action,
+            factors,
+            detail,
+        } => {
+            json!({ "t": "directory", "d": "operation", "user_id": user_id, "device_id": device_id, "action": action, "factors": factors, "detail": detail })
+        }
     }
 }
 
@@ -265,6 +277,27 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
             user_id: f.str("user_id")?,
             device_id: f.value("device_id")?.as_str().map(str::to_owned),
             succeeded: f.bool("succeeded")?,
+        },
+        "payment_password" => D::SetPaymentPassword {
+            user_id: f.str("user_id")?,
+            hash: f.str("hash")?,
+        },
+        "operation" => D::RecordOperation {
+            user_id: f.str("user_id")?,
+            device_id: f.value("device_id")?.as_str().map(str::to_owned),
+            action: f.str("action")?,
+            factors: f
+                .value("factors")?
+                .as_array()
+                .ok_or_else(|| corrupt("factors"))?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| corrupt("factor"))
+                })
+                .collect::<StoreResult<Vec<String>>>()?,
+            detail: f.str("detail")?,
         },
         other => return Err(corrupt(&format!("directory command {other}"))),
     })
@@ -752,6 +785,21 @@ mod tests {
                 device_id: None,
                 succeeded: false,
             })),
+            Input::Command(Command::Directory(
+                auth::DirectoryCommand::SetPaymentPassword {
+                    user_id: "u2".into(),
+                    hash: "$argon2id$pin".into(),
+                },
+            )),
+            Input::Command(Command::Directory(
+                auth::DirectoryCommand::RecordOperation {
+                    user_id: "u2".into(),
+                    device_id: Some("d1".into()),
+                    action: "refund".into(),
+                    factors: vec!["device_signature".into(), "payment_password".into()],
+                    detail: "payment=pay_1 amount=500".into(),
+                },
+            )),
             Input::Command(Command::Device(auth::DeviceCommand::Register {
                 user_id: "u1".into(),
                 device_id: "d1".into(),

@@ -24,6 +24,8 @@ pub struct MerchantApp {
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
     proofs: u64,
+    /// Distinguishes the proofs of twins (same device, other connections).
+    tag: String,
 }
 
 fn now_seconds() -> i64 {
@@ -44,7 +46,43 @@ impl MerchantApp {
             access_token: None,
             refresh_token: None,
             proofs: 0,
+            tag: String::new(),
         }
+    }
+
+    /// The same signed-in device on another connection (for parallel requests).
+    pub async fn twin(&self, addr: SocketAddr, tag: &str) -> MerchantApp {
+        MerchantApp {
+            key: self.key.clone(),
+            device_id: self.device_id.clone(),
+            http: HttpClient::connect(addr).await.unwrap(),
+            base: self.base.clone(),
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
+            proofs: 0,
+            tag: tag.to_owned(),
+        }
+    }
+
+    /// Asks for a step-up challenge and signs it with the device key: (challenge id,
+    /// signature), or the refusal.
+    pub async fn signed_challenge(
+        &mut self,
+        operation: &Value,
+    ) -> Result<(String, String), HttpResponse> {
+        let issued = self
+            .call("POST", "/v1/me/challenges", Some(operation))
+            .await;
+        if issued.status != 201 {
+            return Err(issued);
+        }
+        let issued = issued.json();
+        let header = json!({ "typ": issued["typ"], "alg": "ES256", "jwk": self.jwk() });
+        let signature = self.sign(&header, &issued["sign"]);
+        Ok((
+            issued["challenge_id"].as_str().unwrap().to_owned(),
+            signature,
+        ))
     }
 
     pub fn jwk(&self) -> Value {
@@ -73,7 +111,7 @@ impl MerchantApp {
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         self.proofs += 1;
         let mut claims = json!({
-            "jti": format!("{}-{}-{}", self.device_id, now_seconds(), self.proofs),
+            "jti": format!("{}-{}-{}-{}", self.device_id, self.tag, now_seconds(), self.proofs),
             "htm": method,
             "htu": format!("{}{path}", self.base),
             "iat": now_seconds(),

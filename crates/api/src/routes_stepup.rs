@@ -1,0 +1,313 @@
+//! Fund operations from the merchant app, behind step-up: the payment password, a one-time
+//! challenge bound to the whole operation and signed by the device key (see `auth::stepup`).
+//! Refunds are the first such operation.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::{post, put};
+use domain::{Command, Outcome};
+use serde::Deserialize;
+use serde_json::json;
+
+use ::auth::stepup::{Level, Operation};
+use ::auth::{DirectoryCommand, Permissions, Secret};
+
+use crate::dto;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::{ApiResult, json, parse, read_body, read_store};
+use crate::routes_signin::{Merchant, lock, merchant, now_seconds};
+use crate::{AppState, BODY_BYTES_MAX};
+
+/// Payment-password failures before it locks.
+const PIN_FAILURES_MAX: u32 = 5;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me/payment-password", put(set_payment_password))
+        .route("/v1/me/challenges", post(challenge))
+        .route("/v1/me/refunds", post(refund))
+}
+
+async fn submit(
+    state: &AppState,
+    commands: Vec<Command>,
+) -> Result<Vec<domain::CommandResult>, ApiError> {
+    match state.engine.submit(commands, None).await? {
+        engine::SubmissionReply::Applied(results) => Ok(results),
+        _ => Err(ApiError::internal("keyless submission answered as keyed")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPaymentPassword {
+    login_password: String,
+    payment_password: String,
+}
+
+/// Sets the caller's payment password, proven by the login password.
+async fn set_payment_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: SetPaymentPassword = parse(&body)?;
+    let pin = Secret::new(request.payment_password);
+    ::auth::secrets::check_payment_password(&pin)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidPaymentPassword))?;
+    let login = Secret::new(request.login_password);
+    let stored = caller.user.password_hash.clone();
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(ApiError::internal)?;
+    let hasher = Arc::clone(&state.hasher);
+    let hashed = tokio::task::spawn_blocking(move || {
+        hasher
+            .verify(&login, &stored)
+            .then(|| hasher.hash(&pin, salt))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let hash = hashed
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?
+        .map_err(ApiError::internal)?;
+    let results = submit(
+        &state,
+        vec![Command::Directory(DirectoryCommand::SetPaymentPassword {
+            user_id: caller.user.id.clone(),
+            hash,
+        })],
+    )
+    .await?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => {
+            lock(&state.signin.pin_attempts).remove(&caller.user.id);
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "payment_password_set": true }),
+            ))
+        }
+        Some(Err(error)) => Err(ApiError::from(error)),
+        None => Err(ApiError::internal("no result")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeRequest {
+    action: String,
+    amount: serde_json::Number,
+    currency: String,
+    destination: String,
+}
+
+/// The permission an action needs.
+fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiError> {
+    match action {
+        "refund" => Ok((Permissions::REFUND, "refund")),
+        _ => Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "action is refund (payouts and bank-account changes are not built yet).".to_owned(),
+        )),
+    }
+}
+
+/// Issues a one-time challenge for exactly this operation, for the device to sign.
+async fn challenge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: ChallengeRequest = parse(&body)?;
+    let (permission, name) = action_permission(&request.action)?;
+    caller.require(permission, name)?;
+    let amount = dto::amount(&request.amount, "amount")?;
+    let operation = operation(
+        &caller,
+        &request.action,
+        amount.minor(),
+        &request.currency,
+        &request.destination,
+    );
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(ApiError::internal)?;
+    let issued = lock(&state.signin.challenges).issue(random, operation, now_seconds(&state));
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({
+            "challenge_id": issued.id,
+            "sign": issued.claims(),
+            "typ": ::auth::stepup::STEP_UP_TYP,
+            "expires_in": ::auth::stepup::CHALLENGE_SECONDS,
+        }),
+    ))
+}
+
+fn operation(
+    caller: &Merchant,
+    action: &str,
+    amount: i64,
+    currency: &str,
+    destination: &str,
+) -> Operation {
+    Operation {
+        merchant_id: caller.user.merchant_id.clone(),
+        user_id: caller.user.id.clone(),
+        device_id: caller.device_id.clone(),
+        action: action.to_owned(),
+        amount,
+        currency: currency.to_owned(),
+        destination: destination.to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundRequest {
+    payment_id: String,
+    amount: serde_json::Number,
+    challenge_id: String,
+    /// The challenge's claims signed by the device key (compact JWS).
+    signature: String,
+    payment_password: String,
+}
+
+/// Checks the step-up of `requested`: the challenge (consumed whatever happens), the device's
+/// signature, then the payment password with its lockout.
+async fn step_up(
+    state: &AppState,
+    caller: &Merchant,
+    requested: &Operation,
+    challenge_id: &str,
+    signature: &str,
+    pin: Secret,
+) -> Result<Level, ApiError> {
+    let device_id = caller.device_id.clone();
+    let thumbprint = state
+        .engine
+        .query(move |p| p.devices().device(&device_id).map(|d| d.thumbprint.clone()))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotActive))?;
+    lock(&state.signin.challenges)
+        .redeem(
+            challenge_id,
+            requested,
+            signature,
+            &thumbprint,
+            now_seconds(state),
+        )
+        .map_err(|e| ApiError::with_message(ErrorCode::StepUpFailed, format!("{e}.")))?;
+    if lock(&state.signin.pin_attempts)
+        .get(&caller.user.id)
+        .is_some_and(|a| a.locked)
+    {
+        return Err(ApiError::new(ErrorCode::PaymentPasswordLocked));
+    }
+    let stored = caller
+        .user
+        .payment_password_hash
+        .clone()
+        .ok_or_else(|| ApiError::new(ErrorCode::WrongPaymentPassword))?;
+    let hasher = Arc::clone(&state.hasher);
+    let correct = tokio::task::spawn_blocking(move || hasher.verify(&pin, &stored))
+        .await
+        .map_err(ApiError::internal)?;
+    let accepted = lock(&state.signin.pin_attempts)
+        .entry(caller.user.id.clone())
+        .or_default()
+        .record(correct, PIN_FAILURES_MAX);
+    if !accepted {
+        let command = DirectoryCommand::RecordOperation {
+            user_id: caller.user.id.clone(),
+            device_id: Some(caller.device_id.clone()),
+            action: "payment_password_failed".to_owned(),
+            factors: vec!["device_signature".to_owned()],
+            detail: format!("action={}", requested.action),
+        };
+        submit(state, vec![Command::Directory(command)]).await?;
+        return Err(ApiError::new(ErrorCode::WrongPaymentPassword));
+    }
+    Ok(Level::SignedTwoFactor)
+}
+
+/// A refund from the app: needs `refund`, keeps to the operator's cap, and passes step-up.
+async fn refund(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::REFUND, "refund")?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: RefundRequest = parse(&body)?;
+    let amount = dto::amount(&request.amount, "amount")?;
+    let id = dto::parse_payment_id(&request.payment_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let payment = read_store(&state, move |r| r.payment(id))
+        .await?
+        .filter(|p| p.merchant_id == caller.user.merchant_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let cap = caller.user.refund_cap_single;
+    if cap > 0 && amount.minor() > cap {
+        return Err(ApiError::new(ErrorCode::RefundCapExceeded));
+    }
+    let requested = operation(
+        &caller,
+        "refund",
+        amount.minor(),
+        payment.currency.as_str(),
+        &request.payment_id,
+    );
+    let level = step_up(
+        &state,
+        &caller,
+        &requested,
+        &request.challenge_id,
+        &request.signature,
+        Secret::new(request.payment_password),
+    )
+    .await?;
+    // The challenge id is the request id: the challenge is single-use, so one challenge makes
+    // at most one refund.
+    let command = Command::RefundPayment(domain::RefundRequest {
+        request_id: request.challenge_id.clone(),
+        payment_id: id,
+        channel_id: payment.channel_id.clone(),
+        channel_trade_no: payment.channel_trade_no.clone(),
+        amount,
+    });
+    let refund = match submit(&state, vec![command]).await?.into_iter().next() {
+        Some(Ok(Outcome::Refund { refund, .. })) => refund,
+        Some(Err(error)) => return Err(ApiError::from(error)),
+        _ => return Err(ApiError::internal("a refund answered something else")),
+    };
+    let audit = DirectoryCommand::RecordOperation {
+        user_id: caller.user.id.clone(),
+        device_id: Some(caller.device_id.clone()),
+        action: "refund".to_owned(),
+        factors: vec!["device_signature".to_owned(), "payment_password".to_owned()],
+        detail: format!(
+            "payment={} amount={} level={}",
+            request.payment_id,
+            amount.minor(),
+            level.as_str()
+        ),
+    };
+    submit(&state, vec![Command::Directory(audit)]).await?;
+    let mut out = crate::dto_settlement::refund_out(&refund);
+    out["verification_level"] = json!(level.as_str());
+    Ok(json(StatusCode::CREATED, &out))
+}
