@@ -81,10 +81,12 @@ pub enum ErrorCode {
     PaymentPasswordLocked,
     InvalidPaymentPassword,
     RefundCapExceeded,
+    ApprovalConflict,
+    SelfApproval,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 71] = [
+    pub const ALL: [ErrorCode; 73] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -156,6 +158,8 @@ impl ErrorCode {
         ErrorCode::PaymentPasswordLocked,
         ErrorCode::InvalidPaymentPassword,
         ErrorCode::RefundCapExceeded,
+        ErrorCode::ApprovalConflict,
+        ErrorCode::SelfApproval,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -261,6 +265,16 @@ impl ErrorCode {
                 "refund_cap_exceeded",
                 S::FORBIDDEN,
                 "The refund is above this operator's single-refund cap.",
+            ),
+            ErrorCode::ApprovalConflict => (
+                "approval_conflict",
+                S::CONFLICT,
+                "The approval exists already or was already decided.",
+            ),
+            ErrorCode::SelfApproval => (
+                "self_approval",
+                S::FORBIDDEN,
+                "An operation must be approved by another user than the one who asked for it.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",
@@ -650,6 +664,17 @@ impl From<DomainError> for ApiError {
                     D::NegativeCap => ErrorCode::InvalidAmount,
                     D::Grant(::auth::GrantError::OtherMerchant) => ErrorCode::NotFound,
                     D::Grant(_) => ErrorCode::PermissionNotHeld,
+                }
+            }
+            DomainError::Approval(refusal) => {
+                use ::domain::ApprovalError as A;
+                match refusal {
+                    A::UnknownApproval => ErrorCode::NotFound,
+                    A::ApprovalExists | A::NotPending => ErrorCode::ApprovalConflict,
+                    A::SelfApproval => ErrorCode::SelfApproval,
+                    A::NotAllowed => ErrorCode::Forbidden,
+                    A::TooManyPending => ErrorCode::BatchTooLarge,
+                    A::BadThreshold => ErrorCode::InvalidRequest,
                 }
             }
             DomainError::Device(refusal) => {

@@ -30,6 +30,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/payment-password", put(set_payment_password))
         .route("/v1/me/challenges", post(challenge))
         .route("/v1/me/refunds", post(refund))
+        .route("/v1/me/approval-policy", put(set_approval_policy))
+        .route("/v1/me/approvals", axum::routing::get(list_approvals))
+        .route("/v1/me/approvals/{id}/approve", post(approve))
+        .route("/v1/me/approvals/{id}/reject", post(reject))
 }
 
 async fn submit(
@@ -112,9 +116,11 @@ struct ChallengeRequest {
 fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiError> {
     match action {
         "refund" => Ok((Permissions::REFUND, "refund")),
+        "approve" => Ok((Permissions::APPROVE, "approve")),
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "action is refund (payouts and bank-account changes are not built yet).".to_owned(),
+            "action is refund or approve (payouts and bank-account changes are not built yet)."
+                .to_owned(),
         )),
     }
 }
@@ -282,13 +288,41 @@ async fn refund(
     .await?;
     // The challenge id is the request id: the challenge is single-use, so one challenge makes
     // at most one refund.
-    let command = Command::RefundPayment(domain::RefundRequest {
+    let refund_request = domain::RefundRequest {
         request_id: request.challenge_id.clone(),
         payment_id: id,
         channel_id: payment.channel_id.clone(),
         channel_trade_no: payment.channel_trade_no.clone(),
         amount,
-    });
+    };
+    let merchant_id = caller.user.merchant_id.clone();
+    let threshold = state
+        .engine
+        .query(move |p| p.approvals().threshold(&merchant_id))
+        .await?;
+    if threshold.is_some_and(|t| amount > t) {
+        let approval = domain::NewApproval {
+            id: request.challenge_id.replacen("chl_", "apr_", 1),
+            maker: caller.user.id.clone(),
+            maker_device: caller.device_id.clone(),
+            maker_level: level.as_str().to_owned(),
+            operation: domain::ApprovalOperation::Refund(refund_request),
+        };
+        return match submit(&state, vec![Command::RequestApproval(approval)])
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(Ok(Outcome::Approval { approval, .. })) => {
+                Ok(json(StatusCode::ACCEPTED, &approval_out(&approval)))
+            }
+            Some(Err(error)) => Err(ApiError::from(error)),
+            _ => Err(ApiError::internal(
+                "an approval request answered something else",
+            )),
+        };
+    }
+    let command = Command::RefundPayment(refund_request);
     let refund = match submit(&state, vec![command]).await?.into_iter().next() {
         Some(Ok(Outcome::Refund { refund, .. })) => refund,
         Some(Err(error)) => return Err(ApiError::from(error)),
@@ -310,4 +344,170 @@ async fn refund(
     let mut out = crate::dto_settlement::refund_out(&refund);
     out["verification_level"] = json!(level.as_str());
     Ok(json(StatusCode::CREATED, &out))
+}
+
+fn approval_out(a: &domain::Approval) -> serde_json::Value {
+    let domain::ApprovalOperation::Refund(r) = &a.operation;
+    json!({
+        "id": a.id,
+        "merchant_id": a.merchant_id,
+        "action": a.operation.action(),
+        "payment_id": dto::payment_id_text(r.payment_id),
+        "amount": r.amount.minor(),
+        "maker": a.maker,
+        "maker_level": a.maker_level,
+        "status": a.status.as_str(),
+        "checker": a.checker,
+        "created_at": dto::format_timestamp(a.created_at),
+        "decided_at": a.decided_at.map(dto::format_timestamp),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalPolicy {
+    /// App refunds above this many fen need a second user's approval; `null`: none do.
+    refund_above: Option<serde_json::Number>,
+}
+
+/// The master sets the approval threshold for refunds from the app.
+async fn set_approval_policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: ApprovalPolicy = parse(&body)?;
+    let threshold = request
+        .refund_above
+        .as_ref()
+        .map(|n| dto::amount(n, "refund_above"))
+        .transpose()?;
+    let command = Command::SetApprovalThreshold {
+        actor: caller.user.id.clone(),
+        threshold,
+    };
+    match submit(&state, vec![command]).await?.into_iter().next() {
+        Some(Ok(Outcome::ApprovalThreshold(t))) => Ok(json(
+            StatusCode::OK,
+            &json!({ "refund_above": t.map(|t| t.minor()) }),
+        )),
+        Some(Err(error)) => Err(ApiError::from(error)),
+        _ => Err(ApiError::internal(
+            "the approval policy answered something else",
+        )),
+    }
+}
+
+async fn list_approvals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::VIEW, "view")?;
+    let merchant_id = caller.user.merchant_id.clone();
+    let approvals = state
+        .engine
+        .query(move |p| {
+            p.approvals()
+                .of_merchant(&merchant_id)
+                .map(approval_out)
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &json!({ "data": approvals })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
+}
+
+async fn decide(state: &AppState, caller: &Merchant, id: String, approve: bool) -> ApiResult {
+    let command = Command::DecideApproval {
+        id,
+        checker: caller.user.id.clone(),
+        checker_device: caller.device_id.clone(),
+        approve,
+    };
+    match submit(state, vec![command]).await?.into_iter().next() {
+        Some(Ok(Outcome::Approval { approval, .. })) => {
+            Ok(json(StatusCode::OK, &approval_out(&approval)))
+        }
+        Some(Err(error)) => Err(ApiError::from(error)),
+        _ => Err(ApiError::internal("a decision answered something else")),
+    }
+}
+
+/// A second user approves with its own step-up (action `approve`, the approval's amount, the
+/// approval id as destination); the refund runs then.
+async fn approve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::APPROVE, "approve")?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: ApproveRequest = parse(&body)?;
+    let (lookup, merchant_id) = (id.clone(), caller.user.merchant_id.clone());
+    let approval = state
+        .engine
+        .query(move |p| {
+            p.approvals()
+                .get(&lookup)
+                .filter(|a| a.merchant_id == merchant_id)
+                .cloned()
+        })
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    if approval.maker == caller.user.id {
+        return Err(ApiError::new(ErrorCode::SelfApproval));
+    }
+    let domain::ApprovalOperation::Refund(r) = &approval.operation;
+    let payment_id = r.payment_id;
+    let currency = read_store(&state, move |s| s.payment(payment_id))
+        .await?
+        .map(|p| p.currency)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let requested = operation(
+        &caller,
+        "approve",
+        approval.operation.amount().minor(),
+        currency.as_str(),
+        &id,
+    );
+    step_up(
+        &state,
+        &caller,
+        &requested,
+        &request.challenge_id,
+        &request.signature,
+        Secret::new(request.payment_password),
+    )
+    .await?;
+    decide(&state, &caller, id, true).await
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::APPROVE, "approve")?;
+    decide(&state, &caller, id, false).await
 }

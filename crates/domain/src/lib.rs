@@ -9,6 +9,7 @@
 //! Architecture invariant: like `ledger`, this crate does no IO, never reads a clock and never
 //! draws randomness; time and ids come in from the engine.
 
+pub mod approvals;
 pub mod calendar;
 mod fees;
 mod model;
@@ -17,6 +18,9 @@ pub mod refunds;
 pub mod settlement;
 pub mod terms;
 
+pub use approvals::{
+    Approval, ApprovalError, ApprovalOperation, ApprovalStatus, Approvals, NewApproval,
+};
 pub use calendar::{Calendar, CalendarError, CalendarYear, Date};
 pub use fees::{FeeSchedule, FeeScheduleError, RATE_PPM_ONE};
 pub use model::{

@@ -152,6 +152,21 @@ pub enum Command {
     Directory(auth::DirectoryCommand),
     /// Devices, sessions and login policies of merchant users.
     Device(auth::DeviceCommand),
+    /// A merchant's master sets the amount above which app refunds need approval (`None`:
+    /// none do).
+    SetApprovalThreshold {
+        actor: String,
+        threshold: Option<Amount>,
+    },
+    /// A fund operation waits for a second user's approval.
+    RequestApproval(crate::approvals::NewApproval),
+    /// Another user with `approve` approves (running the operation) or rejects it.
+    DecideApproval {
+        id: String,
+        checker: String,
+        checker_device: String,
+        approve: bool,
+    },
 }
 
 /// What a successful command produced.
@@ -208,6 +223,12 @@ pub enum Outcome {
     },
     User(auth::MerchantUser),
     Device(auth::DeviceOutcome),
+    ApprovalThreshold(Option<Amount>),
+    /// An approval, and the refund its approval ran.
+    Approval {
+        approval: crate::approvals::Approval,
+        refund: Option<crate::refunds::Refund>,
+    },
 }
 
 impl Outcome {
@@ -226,6 +247,8 @@ impl Outcome {
             }
             Outcome::User(_)
             | Outcome::Device(_)
+            | Outcome::ApprovalThreshold(_)
+            | Outcome::Approval { .. }
             | Outcome::TermsSet(_)
             | Outcome::CalendarLoaded { .. }
             | Outcome::PaymentRecorded(_) => true,
@@ -289,6 +312,8 @@ pub enum DomainError {
     Directory(auth::DirectoryError),
     /// A device or session change was refused.
     Device(auth::DeviceError),
+    /// An approval request or decision was refused.
+    Approval(crate::approvals::ApprovalError),
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -403,6 +428,7 @@ pub struct Platform {
     /// Merchant users and the audit chain.
     directory: auth::Directory,
     devices: auth::Devices,
+    pub(crate) approvals: crate::approvals::Approvals,
     next_account_id: u64,
     next_payment_id: u64,
     /// Operations applied so far (inputs that changed the state).
@@ -452,6 +478,32 @@ impl Platform {
 
     pub fn directory(&self) -> &auth::Directory {
         &self.directory
+    }
+
+    pub fn approvals(&self) -> &crate::approvals::Approvals {
+        &self.approvals
+    }
+
+    /// Appends a record to the audit chain.
+    pub(crate) fn audit(
+        &mut self,
+        now: Timestamp,
+        merchant_id: &str,
+        user_id: &str,
+        device_id: Option<String>,
+        action: &str,
+        detail: String,
+    ) {
+        self.directory.append_audit(auth::AuditRecord {
+            at_micros: now.micros(),
+            merchant_id: merchant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            device_id,
+            action: action.to_owned(),
+            factors: Vec::new(),
+            approver: None,
+            detail,
+        });
     }
 
     pub fn devices(&self) -> &auth::Devices {
@@ -667,6 +719,16 @@ impl Platform {
             Command::SetExposureLimit { limit } => self.set_exposure_limit(*limit),
             Command::Directory(command) => self.apply_directory(now, command),
             Command::Device(command) => self.apply_device(now, command),
+            Command::SetApprovalThreshold { actor, threshold } => {
+                self.set_approval_threshold(now, actor, *threshold)
+            }
+            Command::RequestApproval(new) => self.request_approval(now, new),
+            Command::DecideApproval {
+                id,
+                checker,
+                checker_device,
+                approve,
+            } => self.decide_approval(now, id, checker, checker_device, *approve),
         };
         if result.as_ref().is_ok_and(Outcome::changed_state) {
             self.ops += 1;

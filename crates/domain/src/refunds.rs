@@ -163,6 +163,15 @@ impl Platform {
     }
 
     /// Refunded and reversed so far of a payment.
+    /// The merchant of the payment a refund request names, if the request names one.
+    pub fn payment_merchant(&self, request: &RefundRequest) -> Option<String> {
+        let channel = *self.channel_index.get(&request.channel_id)?;
+        let entry = *self.trades[channel as usize]
+            .get(request.channel_trade_no.as_str())
+            .filter(|e| e.payment == request.payment_id)?;
+        Some(self.merchants[entry.merchant as usize].id.clone())
+    }
+
     pub fn refunded(&self, payment: PaymentId) -> Amount {
         self.settlements
             .refunded_by_payment

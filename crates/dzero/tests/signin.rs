@@ -858,3 +858,125 @@ async fn twenty_identical_refund_requests_in_parallel_make_exactly_one_refund() 
     assert_eq!(refunded(&server, &payment_id).await, 12_345);
     server.stop().await;
 }
+
+/// The master sets refunds above 1,000.00 to need approval and asks for one of 2,000.00.
+async fn pending_approval() -> (TestServer, MerchantApp, String, String) {
+    let (server, mut boss, payment_id) = refundable().await;
+    let set = boss
+        .call(
+            "PUT",
+            "/v1/me/approval-policy",
+            Some(&json!({"refund_above": 100_000})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.json());
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 200_000))
+        .await
+        .unwrap();
+    let waiting = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 200_000, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.json());
+    assert_eq!(waiting.json()["status"], "pending");
+    let approval_id = waiting.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        refunded(&server, &payment_id).await,
+        0,
+        "nothing runs before approval"
+    );
+    (server, boss, payment_id, approval_id)
+}
+
+fn approve_operation(approval_id: &str, amount: i64) -> Value {
+    json!({"action": "approve", "amount": amount, "currency": "CNY", "destination": approval_id})
+}
+
+#[tokio::test]
+async fn self_approval_is_refused() {
+    let (server, mut boss, payment_id, approval_id) = pending_approval().await;
+    let challenge = boss
+        .signed_challenge(&approve_operation(&approval_id, 200_000))
+        .await
+        .unwrap();
+    let refused = boss
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/approve"),
+            Some(&json!({"challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(code(&refused), "self_approval");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refund_above_the_threshold_runs_only_when_another_user_approves_it() {
+    let (server, mut boss, payment_id, approval_id) = pending_approval().await;
+    let mut checker = operator(&server, &mut boss, "checker", &["view", "approve"], 6).await;
+    checker
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    let challenge = checker
+        .signed_challenge(&approve_operation(&approval_id, 200_000))
+        .await
+        .unwrap();
+    let approved = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/approve"),
+            Some(&json!({"challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.json());
+    assert_eq!(approved.json()["status"], "approved");
+    assert_eq!(approved.json()["checker"], "M1.checker");
+    assert_eq!(refunded(&server, &payment_id).await, 200_000);
+    // Decided once: a second decision is refused.
+    let again = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/reject"),
+            None,
+        )
+        .await;
+    assert_eq!(code(&again), "approval_conflict");
+    let listed = boss.call("GET", "/v1/me/approvals", None).await.json();
+    assert_eq!(listed["data"][0]["status"], "approved");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_refund_never_runs_and_a_user_without_approve_cannot_decide() {
+    let (server, mut boss, payment_id, approval_id) = pending_approval().await;
+    let mut clerk = operator(&server, &mut boss, "clerk", &["view"], 4).await;
+    let refused = clerk
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/reject"),
+            None,
+        )
+        .await;
+    assert_eq!(code(&refused), "forbidden");
+    let mut checker = operator(&server, &mut boss, "checker", &["view", "approve"], 6).await;
+    let rejected = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/reject"),
+            None,
+        )
+        .await;
+    assert_eq!(rejected.json()["status"], "rejected");
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}

@@ -497,6 +497,29 @@ pub fn encode(input: &Input) -> String {
             }
             Command::Directory(d) => directory(d),
             Command::Device(d) => device(d),
+            Command::SetApprovalThreshold { actor, threshold } => json!({
+                "t": "approval_threshold", "actor": actor,
+                "threshold": threshold.map(|t| t.minor()),
+            }),
+            Command::RequestApproval(new) => {
+                let domain::ApprovalOperation::Refund(r) = &new.operation;
+                json!({
+                    "t": "approval_request", "id": new.id, "maker": new.maker,
+                    "maker_device": new.maker_device, "maker_level": new.maker_level,
+                    "action": "refund", "request_id": r.request_id, "payment": r.payment_id.0,
+                    "channel_id": r.channel_id, "trade": r.channel_trade_no,
+                    "amount": r.amount.minor(),
+                })
+            }
+            Command::DecideApproval {
+                id,
+                checker,
+                checker_device,
+                approve,
+            } => json!({
+                "t": "approval_decision", "id": id, "checker": checker,
+                "checker_device": checker_device, "approve": approve,
+            }),
             Command::SetMerchantFrozen {
                 merchant_id,
                 frozen,
@@ -627,6 +650,37 @@ pub fn decode(text: &str) -> StoreResult<Input> {
         }),
         "directory" => Command::Directory(read_directory(&f)?),
         "device" => Command::Device(read_device(&f)?),
+        "approval_threshold" => Command::SetApprovalThreshold {
+            actor: f.str("actor")?,
+            threshold: match f.value("threshold")? {
+                Value::Null => None,
+                _ => Some(f.amount("threshold")?),
+            },
+        },
+        "approval_request" => {
+            if f.str("action")? != "refund" {
+                return Err(corrupt("approval action"));
+            }
+            Command::RequestApproval(domain::NewApproval {
+                id: f.str("id")?,
+                maker: f.str("maker")?,
+                maker_device: f.str("maker_device")?,
+                maker_level: f.str("maker_level")?,
+                operation: domain::ApprovalOperation::Refund(RefundRequest {
+                    request_id: f.str("request_id")?,
+                    payment_id: PaymentId(f.u64("payment")?),
+                    channel_id: f.str("channel_id")?,
+                    channel_trade_no: f.str("trade")?,
+                    amount: f.amount("amount")?,
+                }),
+            })
+        }
+        "approval_decision" => Command::DecideApproval {
+            id: f.str("id")?,
+            checker: f.str("checker")?,
+            checker_device: f.str("checker_device")?,
+            approve: f.bool("approve")?,
+        },
         "exposure_limit" => Command::SetExposureLimit {
             limit: f.amount("limit")?,
         },
@@ -800,6 +854,33 @@ mod tests {
                     detail: "payment=pay_1 amount=500".into(),
                 },
             )),
+            Input::Command(Command::SetApprovalThreshold {
+                actor: "u1".into(),
+                threshold: Some(Amount::from_minor(50_000)),
+            }),
+            Input::Command(Command::SetApprovalThreshold {
+                actor: "u1".into(),
+                threshold: None,
+            }),
+            Input::Command(Command::RequestApproval(domain::NewApproval {
+                id: "apr_1".into(),
+                maker: "u2".into(),
+                maker_device: "d1".into(),
+                maker_level: "signed_two_factor".into(),
+                operation: domain::ApprovalOperation::Refund(RefundRequest {
+                    request_id: "apr_1".into(),
+                    payment_id: PaymentId(7),
+                    channel_id: "C1".into(),
+                    channel_trade_no: "T7".into(),
+                    amount: Amount::from_minor(60_000),
+                }),
+            })),
+            Input::Command(Command::DecideApproval {
+                id: "apr_1".into(),
+                checker: "u1".into(),
+                checker_device: "d0".into(),
+                approve: true,
+            }),
             Input::Command(Command::Device(auth::DeviceCommand::Register {
                 user_id: "u1".into(),
                 device_id: "d1".into(),

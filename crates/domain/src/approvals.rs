@@ -1,0 +1,280 @@
+//! Maker-checker approval of merchant fund operations.
+//!
+//! A merchant's master sets a threshold; a refund requested from the merchant app above it does
+//! not run, but waits as an approval. Another user of the same merchant holding `approve`
+//! decides it: approval runs the refund then and there (or is refused, changing nothing, when
+//! the refund no longer fits); rejection ends it. Approving one's own request is refused. Every
+//! request and decision is audited.
+
+use std::collections::HashMap;
+
+use ledger::{Amount, Timestamp};
+
+use crate::platform::{CommandResult, DomainError, Outcome, Platform};
+use crate::refunds::RefundRequest;
+
+/// Pending approvals per merchant at most.
+pub const PENDING_APPROVALS_MAX: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalOperation {
+    Refund(RefundRequest),
+}
+
+impl ApprovalOperation {
+    pub fn action(&self) -> &'static str {
+        match self {
+            ApprovalOperation::Refund(_) => "refund",
+        }
+    }
+
+    pub fn amount(&self) -> Amount {
+        match self {
+            ApprovalOperation::Refund(r) => r.amount,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    pub id: String,
+    pub merchant_id: String,
+    pub maker: String,
+    pub maker_device: String,
+    /// How the maker's request was verified, for example `signed_two_factor`.
+    pub maker_level: String,
+    pub operation: ApprovalOperation,
+    pub status: ApprovalStatus,
+    pub checker: Option<String>,
+    pub created_at: Timestamp,
+    pub decided_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewApproval {
+    pub id: String,
+    pub maker: String,
+    pub maker_device: String,
+    pub maker_level: String,
+    pub operation: ApprovalOperation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalError {
+    UnknownApproval,
+    ApprovalExists,
+    /// The checker is the maker.
+    SelfApproval,
+    /// The checker is disabled, of another merchant, or lacks `approve`.
+    NotAllowed,
+    NotPending,
+    TooManyPending,
+    /// A threshold is not a non-negative amount, or the actor is not the master.
+    BadThreshold,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Approvals {
+    pub(crate) list: Vec<Approval>,
+    pub(crate) index: HashMap<String, usize>,
+    /// Per merchant: refunds above this need approval (absent: none do).
+    pub(crate) thresholds: HashMap<String, Amount>,
+}
+
+impl Approvals {
+    pub fn get(&self, id: &str) -> Option<&Approval> {
+        self.index.get(id).map(|&i| &self.list[i])
+    }
+
+    pub fn of_merchant<'a>(&'a self, merchant_id: &'a str) -> impl Iterator<Item = &'a Approval> {
+        self.list
+            .iter()
+            .filter(move |a| a.merchant_id == merchant_id)
+    }
+
+    pub fn threshold(&self, merchant_id: &str) -> Option<Amount> {
+        self.thresholds.get(merchant_id).copied()
+    }
+}
+
+fn refused(error: ApprovalError) -> DomainError {
+    DomainError::Approval(error)
+}
+
+impl Platform {
+    pub(crate) fn set_approval_threshold(
+        &mut self,
+        now: Timestamp,
+        actor: &str,
+        threshold: Option<Amount>,
+    ) -> CommandResult {
+        let user = self
+            .directory()
+            .user(actor)
+            .filter(|u| !u.disabled && u.role == auth::Role::Master)
+            .cloned()
+            .ok_or(refused(ApprovalError::BadThreshold))?;
+        if threshold.is_some_and(|t| t.minor() < 0) {
+            return Err(refused(ApprovalError::BadThreshold));
+        }
+        match threshold {
+            Some(t) => self
+                .approvals
+                .thresholds
+                .insert(user.merchant_id.clone(), t),
+            None => self.approvals.thresholds.remove(&user.merchant_id),
+        };
+        self.audit(
+            now,
+            &user.merchant_id,
+            actor,
+            None,
+            "approval_threshold_set",
+            format!("refund_above={}", threshold.map_or(-1, |t| t.minor())),
+        );
+        Ok(Outcome::ApprovalThreshold(threshold))
+    }
+
+    pub(crate) fn request_approval(&mut self, now: Timestamp, new: &NewApproval) -> CommandResult {
+        if !crate::is_valid_external_id(&new.id) {
+            return Err(DomainError::InvalidId);
+        }
+        if self.approvals.index.contains_key(&new.id) {
+            return Err(refused(ApprovalError::ApprovalExists));
+        }
+        let maker = self
+            .directory()
+            .user(&new.maker)
+            .filter(|u| !u.disabled)
+            .cloned()
+            .ok_or(refused(ApprovalError::NotAllowed))?;
+        let pending = self
+            .approvals
+            .of_merchant(&maker.merchant_id)
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .count();
+        if pending >= PENDING_APPROVALS_MAX {
+            return Err(refused(ApprovalError::TooManyPending));
+        }
+        let ApprovalOperation::Refund(request) = &new.operation;
+        // The payment must be the maker's merchant's and the refund must fit now.
+        let merchant = self
+            .payment_merchant(request)
+            .ok_or(DomainError::UnknownPayment)?;
+        if merchant != maker.merchant_id {
+            return Err(DomainError::UnknownPayment);
+        }
+        let approval = Approval {
+            id: new.id.clone(),
+            merchant_id: maker.merchant_id.clone(),
+            maker: new.maker.clone(),
+            maker_device: new.maker_device.clone(),
+            maker_level: new.maker_level.clone(),
+            operation: new.operation.clone(),
+            status: ApprovalStatus::Pending,
+            checker: None,
+            created_at: now,
+            decided_at: None,
+        };
+        self.approvals
+            .index
+            .insert(approval.id.clone(), self.approvals.list.len());
+        self.approvals.list.push(approval.clone());
+        self.audit(
+            now,
+            &maker.merchant_id,
+            &new.maker,
+            Some(new.maker_device.clone()),
+            "approval_requested",
+            format!(
+                "approval={} action={} amount={}",
+                new.id,
+                new.operation.action(),
+                new.operation.amount().minor()
+            ),
+        );
+        Ok(Outcome::Approval {
+            approval,
+            refund: None,
+        })
+    }
+
+    pub(crate) fn decide_approval(
+        &mut self,
+        now: Timestamp,
+        id: &str,
+        checker: &str,
+        checker_device: &str,
+        approve: bool,
+    ) -> CommandResult {
+        let index = *self
+            .approvals
+            .index
+            .get(id)
+            .ok_or(refused(ApprovalError::UnknownApproval))?;
+        let approval = self.approvals.list[index].clone();
+        let user = self
+            .directory()
+            .user(checker)
+            .filter(|u| !u.disabled && u.merchant_id == approval.merchant_id)
+            .cloned()
+            .ok_or(refused(ApprovalError::UnknownApproval))?;
+        if user.id == approval.maker {
+            return Err(refused(ApprovalError::SelfApproval));
+        }
+        if !user.effective().contains(auth::Permissions::APPROVE) {
+            return Err(refused(ApprovalError::NotAllowed));
+        }
+        if approval.status != ApprovalStatus::Pending {
+            return Err(refused(ApprovalError::NotPending));
+        }
+        let refund = if approve {
+            let ApprovalOperation::Refund(request) = &approval.operation;
+            match self.refund(now, request, false)? {
+                Outcome::Refund { refund, .. } => Some(refund),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let decided = &mut self.approvals.list[index];
+        decided.status = if approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Rejected
+        };
+        decided.checker = Some(checker.to_owned());
+        decided.decided_at = Some(now);
+        let approval = decided.clone();
+        self.audit(
+            now,
+            &approval.merchant_id,
+            checker,
+            Some(checker_device.to_owned()),
+            if approve {
+                "approval_approved"
+            } else {
+                "approval_rejected"
+            },
+            format!("approval={id} maker={}", approval.maker),
+        );
+        Ok(Outcome::Approval { approval, refund })
+    }
+}
