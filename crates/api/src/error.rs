@@ -264,7 +264,7 @@ impl ErrorCode {
             ErrorCode::RefundCapExceeded => (
                 "refund_cap_exceeded",
                 S::FORBIDDEN,
-                "The refund is above this operator's single-refund cap.",
+                "The refund is above this user's single or daily refund cap.",
             ),
             ErrorCode::ApprovalConflict => (
                 "approval_conflict",
@@ -665,6 +665,17 @@ impl From<DomainError> for ApiError {
                     D::Grant(::auth::GrantError::OtherMerchant) => ErrorCode::NotFound,
                     D::Grant(_) => ErrorCode::PermissionNotHeld,
                 }
+            }
+            DomainError::RefundCap { daily } => {
+                return ApiError::with_message(
+                    ErrorCode::RefundCapExceeded,
+                    if daily {
+                        "The refund is above this user's daily refund cap."
+                    } else {
+                        "The refund is above this user's single-refund cap."
+                    }
+                    .to_owned(),
+                );
             }
             DomainError::Approval(refusal) => {
                 use ::domain::ApprovalError as A;

@@ -266,6 +266,8 @@ async fn refund(
         .await?
         .filter(|p| p.merchant_id == caller.user.merchant_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    // Caps are checked here before the challenge is spent, and again in the sequencer (the
+    // daily cap counts there), so a refused refund never burns a challenge needlessly.
     let cap = caller.user.refund_cap_single;
     if cap > 0 && amount.minor() > cap {
         return Err(ApiError::new(ErrorCode::RefundCapExceeded));
@@ -322,7 +324,10 @@ async fn refund(
             )),
         };
     }
-    let command = Command::RefundPayment(refund_request);
+    let command = Command::UserRefund {
+        user_id: caller.user.id.clone(),
+        request: refund_request,
+    };
     let refund = match submit(&state, vec![command]).await?.into_iter().next() {
         Some(Ok(Outcome::Refund { refund, .. })) => refund,
         Some(Err(error)) => return Err(ApiError::from(error)),

@@ -90,8 +90,17 @@ pub enum ApprovalError {
     BadThreshold,
 }
 
+/// Seconds east of UTC of the day merchant users' daily caps count in (Asia/Shanghai).
+const CAP_DAY_OFFSET_SECONDS: i64 = 8 * 3600;
+
+fn cap_day(now: Timestamp) -> i64 {
+    (now.micros() / 1_000_000 + CAP_DAY_OFFSET_SECONDS).div_euclid(86_400)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Approvals {
+    /// Refunded per (user, day) through the merchant app, for the daily caps.
+    pub(crate) refunded_by_user_day: HashMap<(String, i64), Amount>,
     pub(crate) list: Vec<Approval>,
     pub(crate) index: HashMap<String, usize>,
     /// Per merchant: refunds above this need approval (absent: none do).
@@ -119,6 +128,45 @@ fn refused(error: ApprovalError) -> DomainError {
 }
 
 impl Platform {
+    /// A refund a merchant user makes: within its merchant, with `refund`, and within its
+    /// single and daily caps (the day runs midnight to midnight, Asia/Shanghai).
+    pub(crate) fn user_refund(
+        &mut self,
+        now: Timestamp,
+        user_id: &str,
+        request: &RefundRequest,
+    ) -> CommandResult {
+        let user = self
+            .directory()
+            .user(user_id)
+            .filter(|u| !u.disabled && u.effective().contains(auth::Permissions::REFUND))
+            .cloned()
+            .ok_or(refused(ApprovalError::NotAllowed))?;
+        if self.payment_merchant(request).as_deref() != Some(user.merchant_id.as_str()) {
+            return Err(DomainError::UnknownPayment);
+        }
+        let amount = request.amount.minor();
+        if user.refund_cap_single > 0 && amount > user.refund_cap_single {
+            return Err(DomainError::RefundCap { daily: false });
+        }
+        let key = (user.id.clone(), cap_day(now));
+        let used = self
+            .approvals
+            .refunded_by_user_day
+            .get(&key)
+            .map_or(0, |a| a.minor());
+        if user.refund_cap_daily > 0 && used.saturating_add(amount) > user.refund_cap_daily {
+            return Err(DomainError::RefundCap { daily: true });
+        }
+        let outcome = self.refund(now, request, false)?;
+        if let Outcome::Refund { created: true, .. } = outcome {
+            self.approvals
+                .refunded_by_user_day
+                .insert(key, Amount::from_minor(used + amount));
+        }
+        Ok(outcome)
+    }
+
     pub(crate) fn set_approval_threshold(
         &mut self,
         now: Timestamp,
@@ -247,7 +295,7 @@ impl Platform {
         }
         let refund = if approve {
             let ApprovalOperation::Refund(request) = &approval.operation;
-            match self.refund(now, request, false)? {
+            match self.user_refund(now, &approval.maker, request)? {
                 Outcome::Refund { refund, .. } => Some(refund),
                 _ => None,
             }

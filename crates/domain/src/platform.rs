@@ -158,6 +158,11 @@ pub enum Command {
         actor: String,
         threshold: Option<Amount>,
     },
+    /// A refund by a merchant user from the app, within its caps.
+    UserRefund {
+        user_id: String,
+        request: crate::refunds::RefundRequest,
+    },
     /// A fund operation waits for a second user's approval.
     RequestApproval(crate::approvals::NewApproval),
     /// Another user with `approve` approves (running the operation) or rejects it.
@@ -314,6 +319,10 @@ pub enum DomainError {
     Device(auth::DeviceError),
     /// An approval request or decision was refused.
     Approval(crate::approvals::ApprovalError),
+    /// A merchant user's single (or, with `daily`, daily) refund cap would be exceeded.
+    RefundCap {
+        daily: bool,
+    },
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -722,6 +731,7 @@ impl Platform {
             Command::SetApprovalThreshold { actor, threshold } => {
                 self.set_approval_threshold(now, actor, *threshold)
             }
+            Command::UserRefund { user_id, request } => self.user_refund(now, user_id, request),
             Command::RequestApproval(new) => self.request_approval(now, new),
             Command::DecideApproval {
                 id,

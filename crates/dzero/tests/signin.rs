@@ -980,3 +980,51 @@ async fn a_rejected_refund_never_runs_and_a_user_without_approve_cannot_decide()
     assert_eq!(refunded(&server, &payment_id).await, 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn refunds_beyond_the_operators_daily_cap_are_refused() {
+    let (server, mut boss, payment_id) = refundable().await;
+    // The helper gives operators a daily cap of 500.00 and a single cap of 100.00.
+    let mut refunder = operator(&server, &mut boss, "refunder", &["view", "refund"], 5).await;
+    refunder
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    for _ in 0..5 {
+        let challenge = refunder
+            .signed_challenge(&refund_operation(&payment_id, 10_000))
+            .await
+            .unwrap();
+        let done = refunder
+            .call(
+                "POST",
+                "/v1/me/refunds",
+                Some(&refund_body(&payment_id, 10_000, &challenge, PIN)),
+            )
+            .await;
+        assert_eq!(done.status, 201, "{:?}", done.json());
+    }
+    let challenge = refunder
+        .signed_challenge(&refund_operation(&payment_id, 1))
+        .await
+        .unwrap();
+    let refused = refunder
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 1, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(code(&refused), "refund_cap_exceeded");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("daily")
+    );
+    assert_eq!(refunded(&server, &payment_id).await, 50_000);
+    server.stop().await;
+}

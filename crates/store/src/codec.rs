@@ -501,6 +501,14 @@ pub fn encode(input: &Input) -> String {
                 "t": "approval_threshold", "actor": actor,
                 "threshold": threshold.map(|t| t.minor()),
             }),
+            Command::UserRefund {
+                user_id,
+                request: r,
+            } => json!({
+                "t": "user_refund", "user_id": user_id,
+                "request_id": r.request_id, "payment": r.payment_id.0, "channel_id": r.channel_id,
+                "trade": r.channel_trade_no, "amount": r.amount.minor(),
+            }),
             Command::RequestApproval(new) => {
                 let domain::ApprovalOperation::Refund(r) = &new.operation;
                 json!({
@@ -675,6 +683,16 @@ pub fn decode(text: &str) -> StoreResult<Input> {
                 }),
             })
         }
+        "user_refund" => Command::UserRefund {
+            user_id: f.str("user_id")?,
+            request: RefundRequest {
+                request_id: f.str("request_id")?,
+                payment_id: PaymentId(f.u64("payment")?),
+                channel_id: f.str("channel_id")?,
+                channel_trade_no: f.str("trade")?,
+                amount: f.amount("amount")?,
+            },
+        },
         "approval_decision" => Command::DecideApproval {
             id: f.str("id")?,
             checker: f.str("checker")?,
@@ -875,6 +893,16 @@ mod tests {
                     amount: Amount::from_minor(60_000),
                 }),
             })),
+            Input::Command(Command::UserRefund {
+                user_id: "u2".into(),
+                request: RefundRequest {
+                    request_id: "chl_x".into(),
+                    payment_id: PaymentId(7),
+                    channel_id: "C1".into(),
+                    channel_trade_no: "T7".into(),
+                    amount: Amount::from_minor(500),
+                },
+            }),
             Input::Command(Command::DecideApproval {
                 id: "apr_1".into(),
                 checker: "u1".into(),
