@@ -18,7 +18,7 @@ mod dto;
 mod dto_settlement;
 pub mod error;
 pub mod openapi;
-mod reports;
+pub(crate) mod reports;
 mod routes;
 mod routes_merchant;
 mod routes_settlement;

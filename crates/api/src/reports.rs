@@ -96,8 +96,18 @@ async fn settlement_statement(
 ) -> ApiResult {
     authorize(&state, &headers, Scope::Read).await?;
     let q = query(q)?;
-    let date = wire::date(&q.date, "date")?;
-    let merchant = q.merchant_id.clone();
+    statement(&state, q.merchant_id, &q.date, q.format.as_deref()).await
+}
+
+/// A merchant's statement of `date` (shared with the merchant app's route).
+pub(crate) async fn statement(
+    state: &AppState,
+    merchant_id: String,
+    date_text: &str,
+    format: Option<&str>,
+) -> ApiResult {
+    let date = wire::date(date_text, "date")?;
+    let merchant = merchant_id.clone();
     let rows = state
         .engine
         .query(move |p| {
@@ -150,7 +160,7 @@ async fn settlement_statement(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
     respond(
-        q.format.as_deref(),
+        format,
         &[
             "line",
             "reference",
@@ -166,7 +176,7 @@ async fn settlement_statement(
             "status",
         ],
         rows,
-        json!({ "merchant_id": q.merchant_id, "date": q.date }),
+        json!({ "merchant_id": merchant_id, "date": date_text }),
     )
 }
 

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/balances", get(balances))
         .route("/v1/me/payments", get(payments))
         .route("/v1/me/payments/{id}", get(payment))
+        .route("/v1/me/statement", get(statement))
         .route("/v1/me/users", get(users).post(create_operator))
         .route("/v1/me/users/{id}/permissions", put(set_permissions))
         .route("/v1/me/users/{id}/disabled", post(set_disabled))
@@ -234,4 +235,31 @@ async fn set_disabled(
         disabled: request.disabled,
     };
     apply_directory(&state, command, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    date: String,
+    format: Option<String>,
+}
+
+/// The caller's merchant statement of one date, JSON or CSV (`format=csv`).
+async fn statement(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    q: Result<Query<StatementQuery>, QueryRejection>,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::VIEW, "view")?;
+    let q = query(q)?;
+    crate::reports::statement(
+        &state,
+        caller.user.merchant_id.clone(),
+        &q.date,
+        q.format.as_deref(),
+    )
+    .await
 }

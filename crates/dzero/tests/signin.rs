@@ -1028,3 +1028,40 @@ async fn refunds_beyond_the_operators_daily_cap_are_refused() {
     assert_eq!(refunded(&server, &payment_id).await, 50_000);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_app_exports_its_own_statement_as_csv_and_cannot_name_another_merchant() {
+    let (server, mut boss, _) = refundable().await;
+    // The business day runs from 01:00 to 01:00 Asia/Shanghai (UTC+8).
+    let seconds = jiff::Timestamp::now().as_second() + 8 * 3600 - 3600;
+    let date = jiff::civil::date(1970, 1, 1)
+        .checked_add(jiff::Span::new().days(seconds.div_euclid(86_400)))
+        .unwrap();
+    let csv = boss
+        .call(
+            "GET",
+            &format!("/v1/me/statement?date={date}&format=csv"),
+            None,
+        )
+        .await;
+    assert_eq!(csv.status, 200, "{:?}", String::from_utf8_lossy(&csv.body));
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let text = String::from_utf8(csv.body.clone()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "line,reference,channel_id,state,claims,drawn,paid,refunded,remaining,amount,fee,status"
+        )
+    );
+    assert!(lines.next().unwrap().starts_with("lot,"), "{text}");
+    let foreign = boss
+        .call(
+            "GET",
+            &format!("/v1/me/statement?date={date}&merchant_id=M2"),
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 400);
+    server.stop().await;
+}
