@@ -188,6 +188,11 @@ async fn create_operator(
 #[serde(deny_unknown_fields)]
 struct SetPermissions {
     permissions: Vec<String>,
+    /// Step-up: a challenge for action `permissions`, amount 0, currency "", destination the
+    /// user id, signed by the device; and the caller's payment password.
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
 }
 
 async fn set_permissions(
@@ -202,6 +207,16 @@ async fn set_permissions(
     caller.require(Permissions::MANAGE_USERS, "manage_users")?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: SetPermissions = parse(&body)?;
+    let requested = crate::routes_stepup::operation(&caller, "permissions", 0, "", &id);
+    crate::routes_stepup::step_up(
+        &state,
+        &caller,
+        &requested,
+        &request.challenge_id,
+        &request.signature,
+        ::auth::Secret::new(request.payment_password),
+    )
+    .await?;
     let command = DirectoryCommand::SetPermissions {
         actor: caller.user.id.clone(),
         user_id: id,

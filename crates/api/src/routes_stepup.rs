@@ -117,9 +117,10 @@ fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiErr
     match action {
         "refund" => Ok((Permissions::REFUND, "refund")),
         "approve" => Ok((Permissions::APPROVE, "approve")),
+        "permissions" => Ok((Permissions::MANAGE_USERS, "manage_users")),
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "action is refund or approve (payouts and bank-account changes are not built yet)."
+            "action is refund, approve or permissions (payouts and bank-account changes are not built yet)."
                 .to_owned(),
         )),
     }
@@ -160,7 +161,7 @@ async fn challenge(
     ))
 }
 
-fn operation(
+pub(crate) fn operation(
     caller: &Merchant,
     action: &str,
     amount: i64,
@@ -191,7 +192,7 @@ struct RefundRequest {
 
 /// Checks the step-up of `requested`: the challenge (consumed whatever happens), the device's
 /// signature, then the payment password with its lockout.
-async fn step_up(
+pub(crate) async fn step_up(
     state: &AppState,
     caller: &Merchant,
     requested: &Operation,

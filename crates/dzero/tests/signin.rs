@@ -486,11 +486,30 @@ async fn a_revoked_permission_applies_from_the_next_request_and_disabling_ends_s
     let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
     let mut clerk = operator(&server, &mut boss, "clerk", &["view"], 4).await;
     assert_eq!(clerk.call("GET", "/v1/me/balances", None).await.status, 200);
+    boss.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    // A permission change without step-up is refused.
+    let bare = boss
+        .call(
+            "PUT",
+            "/v1/me/users/M1.clerk/permissions",
+            Some(&json!({"permissions": [], "challenge_id": "chl_none", "signature": "x.y.z", "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(code(&bare), "step_up_failed");
+    let challenge = boss
+        .signed_challenge(&json!({"action": "permissions", "amount": 0, "currency": "", "destination": "M1.clerk"}))
+        .await
+        .unwrap();
     let changed = boss
         .call(
             "PUT",
             "/v1/me/users/M1.clerk/permissions",
-            Some(&json!({"permissions": []})),
+            Some(&json!({"permissions": [], "challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})),
         )
         .await;
     assert_eq!(changed.status, 200, "{:?}", changed.json());
