@@ -47,8 +47,6 @@ pub struct SignIn {
     seen_jti: Mutex<JtiCache>,
     /// Step-up challenges awaiting their operation.
     pub(crate) challenges: Mutex<::auth::stepup::Challenges>,
-    /// Payment-password failures per user. Kept in memory: a restart clears a lock.
-    pub(crate) pin_attempts: Mutex<HashMap<String, ::auth::Attempts>>,
     token_key: TokenKey,
     /// A hash checked when the user does not exist, so both answers take as long.
     dummy_hash: String,
@@ -70,7 +68,6 @@ impl SignIn {
             throttle: Mutex::new(LoginThrottle::default()),
             seen_jti: Mutex::new(JtiCache::default()),
             challenges: Mutex::new(::auth::stepup::Challenges::default()),
-            pin_attempts: Mutex::new(HashMap::new()),
             token_key: hasher.token_key(),
             dummy_hash,
         }

@@ -22,9 +22,6 @@ use crate::routes::{ApiResult, json, parse, read_body, read_store};
 use crate::routes_signin::{Merchant, lock, merchant, now_seconds};
 use crate::{AppState, BODY_BYTES_MAX};
 
-/// Payment-password failures before it locks.
-const PIN_FAILURES_MAX: u32 = 5;
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/me/payment-password", put(set_payment_password))
@@ -91,13 +88,10 @@ async fn set_payment_password(
     )
     .await?;
     match results.into_iter().next() {
-        Some(Ok(_)) => {
-            lock(&state.signin.pin_attempts).remove(&caller.user.id);
-            Ok(json(
-                StatusCode::OK,
-                &json!({ "payment_password_set": true }),
-            ))
-        }
+        Some(Ok(_)) => Ok(json(
+            StatusCode::OK,
+            &json!({ "payment_password_set": true }),
+        )),
         Some(Err(error)) => Err(ApiError::from(error)),
         None => Err(ApiError::internal("no result")),
     }
@@ -215,10 +209,7 @@ pub(crate) async fn step_up(
             now_seconds(state),
         )
         .map_err(|e| ApiError::with_message(ErrorCode::StepUpFailed, format!("{e}.")))?;
-    if lock(&state.signin.pin_attempts)
-        .get(&caller.user.id)
-        .is_some_and(|a| a.locked)
-    {
+    if caller.user.payment_password_attempts.locked {
         return Err(ApiError::new(ErrorCode::PaymentPasswordLocked));
     }
     let stored = caller
@@ -230,20 +221,27 @@ pub(crate) async fn step_up(
     let correct = tokio::task::spawn_blocking(move || hasher.verify(&pin, &stored))
         .await
         .map_err(ApiError::internal)?;
-    let accepted = lock(&state.signin.pin_attempts)
-        .entry(caller.user.id.clone())
-        .or_default()
-        .record(correct, PIN_FAILURES_MAX);
-    if !accepted {
-        let command = DirectoryCommand::RecordOperation {
-            user_id: caller.user.id.clone(),
-            device_id: Some(caller.device_id.clone()),
-            action: "payment_password_failed".to_owned(),
-            factors: vec!["device_signature".to_owned()],
-            detail: format!("action={}", requested.action),
-        };
-        submit(state, vec![Command::Directory(command)]).await?;
+    // The attempt goes through the sequencer, so the count survives a restart and two
+    // parallel guesses are both counted.
+    let attempt = DirectoryCommand::RecordPaymentPasswordAttempt {
+        user_id: caller.user.id.clone(),
+        device_id: Some(caller.device_id.clone()),
+        correct,
+    };
+    let user = match submit(state, vec![Command::Directory(attempt)])
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(Ok(Outcome::User(user))) => user,
+        Some(Err(error)) => return Err(ApiError::from(error)),
+        _ => return Err(ApiError::internal("an attempt answered something else")),
+    };
+    if !correct {
         return Err(ApiError::new(ErrorCode::WrongPaymentPassword));
+    }
+    if user.payment_password_attempts.locked {
+        return Err(ApiError::new(ErrorCode::PaymentPasswordLocked));
     }
     Ok(Level::SignedTwoFactor)
 }

@@ -8,6 +8,10 @@ use std::collections::HashMap;
 
 use crate::audit::{AuditEntry, AuditRecord, append};
 use crate::permissions::{GrantError, Grantee, Permissions, Role, check_grant};
+use crate::secrets::Attempts;
+
+/// Payment-password failures in a row that lock it.
+pub const PAYMENT_PASSWORD_FAILURES_MAX: u32 = 5;
 
 /// Longest accepted username and user id.
 pub const USERNAME_LEN_MAX: usize = 64;
@@ -33,6 +37,9 @@ pub struct MerchantUser {
     /// The payment password for fund operations: only a peppered argon2id hash; `None` until
     /// the user sets one.
     pub payment_password_hash: Option<String>,
+    /// Payment-password failures in a row, and whether they locked it (reset when the
+    /// password is set again).
+    pub payment_password_attempts: Attempts,
 }
 
 impl std::fmt::Debug for MerchantUser {
@@ -100,6 +107,12 @@ pub enum DirectoryCommand {
     },
     /// A user sets its own payment password (the caller checked the login password).
     SetPaymentPassword { user_id: String, hash: String },
+    /// Records a payment-password attempt; the fifth failure in a row locks it.
+    RecordPaymentPasswordAttempt {
+        user_id: String,
+        device_id: Option<String>,
+        correct: bool,
+    },
     /// Audits a fund operation or step-up attempt: what, with which factors.
     RecordOperation {
         user_id: String,
@@ -140,6 +153,9 @@ impl std::fmt::Debug for DirectoryCommand {
             DirectoryCommand::SetPaymentPassword { user_id, .. } => {
                 write!(f, "SetPaymentPassword({user_id})")
             }
+            DirectoryCommand::RecordPaymentPasswordAttempt {
+                user_id, correct, ..
+            } => write!(f, "RecordPaymentPasswordAttempt({user_id}, {correct})"),
             DirectoryCommand::RecordOperation {
                 user_id, action, ..
             } => write!(f, "RecordOperation({user_id}, {action})"),
@@ -308,6 +324,7 @@ impl Directory {
                     created_by: None,
                     created_at_micros: at_micros,
                     payment_password_hash: None,
+                    payment_password_attempts: Attempts::default(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -353,6 +370,7 @@ impl Directory {
                     created_by: Some(actor.clone()),
                     created_at_micros: at_micros,
                     payment_password_hash: None,
+                    payment_password_attempts: Attempts::default(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -423,6 +441,7 @@ impl Directory {
                     return Err(DirectoryError::UnknownUser);
                 }
                 self.users[index].payment_password_hash = Some(hash.clone());
+                self.users[index].payment_password_attempts = Attempts::default();
                 let user = self.users[index].clone();
                 self.record(
                     at_micros,
@@ -431,6 +450,35 @@ impl Directory {
                     "payment_password_set",
                     String::new(),
                 );
+                Ok(user)
+            }
+            DirectoryCommand::RecordPaymentPasswordAttempt {
+                user_id,
+                device_id,
+                correct,
+            } => {
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                let attempts = &mut self.users[index].payment_password_attempts;
+                let was_locked = attempts.locked;
+                attempts.record(*correct, PAYMENT_PASSWORD_FAILURES_MAX);
+                let user = self.users[index].clone();
+                if !*correct {
+                    self.append_audit(AuditRecord {
+                        at_micros,
+                        merchant_id: user.merchant_id.clone(),
+                        user_id: user_id.clone(),
+                        device_id: device_id.clone(),
+                        action: if user.payment_password_attempts.locked && !was_locked {
+                            "payment_password_locked"
+                        } else {
+                            "payment_password_failed"
+                        }
+                        .to_owned(),
+                        factors: Vec::new(),
+                        approver: None,
+                        detail: format!("failures={}", user.payment_password_attempts.failures),
+                    });
+                }
                 Ok(user)
             }
             DirectoryCommand::RecordOperation {
@@ -524,6 +572,43 @@ mod tests {
                 refund_cap_daily: 50_000,
             },
         )
+    }
+
+    #[test]
+    fn five_wrong_payment_passwords_lock_it_until_it_is_set_again() {
+        let mut d = directory();
+        let attempt = |correct| DirectoryCommand::RecordPaymentPasswordAttempt {
+            user_id: "u-master".into(),
+            device_id: None,
+            correct,
+        };
+        d.apply(3, &attempt(false)).expect("recorded");
+        d.apply(3, &attempt(true))
+            .expect("a success resets the count");
+        for _ in 0..PAYMENT_PASSWORD_FAILURES_MAX {
+            d.apply(4, &attempt(false)).expect("recorded");
+        }
+        let user = d.apply(5, &attempt(true)).expect("recorded");
+        assert!(
+            user.payment_password_attempts.locked,
+            "locked: the right one fails too"
+        );
+        let user = d
+            .apply(
+                6,
+                &DirectoryCommand::SetPaymentPassword {
+                    user_id: "u-master".into(),
+                    hash: "$argon2id$new".into(),
+                },
+            )
+            .expect("set");
+        assert_eq!(user.payment_password_attempts, Attempts::default());
+        let locked = d
+            .audit()
+            .iter()
+            .filter(|e| e.record.action == "payment_password_locked")
+            .count();
+        assert_eq!(locked, 1);
     }
 
     #[test]

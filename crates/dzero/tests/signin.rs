@@ -824,6 +824,29 @@ async fn a_wrong_payment_password_locks_after_five_tries() {
         .await;
     assert_eq!(code(&locked), "payment_password_locked");
     assert_eq!(refunded(&server, &payment_id).await, 0);
+    // The lock is a logged state change (so it survives a restart) and is audited.
+    let mut admin = server.admin().await;
+    let audit = admin.get("/v1/audit").await.unwrap().json();
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "payment_password_failed")
+            .count(),
+        4
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "payment_password_locked")
+            .count(),
+        1
+    );
     server.stop().await;
 }
 

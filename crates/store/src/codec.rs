@@ -227,6 +227,13 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
         } => {
             json!({ "t": "directory", "d": "login", "user_id": user_id, "device_id": device_id, "succeeded": succeeded })
         }
+        D::RecordPaymentPasswordAttempt {
+            user_id,
+            device_id,
+            correct,
+        } => {
+            json!({ "t": "directory", "d": "pin_attempt", "user_id": user_id, "device_id": device_id, "correct": correct })
+        }
         D::SetPaymentPassword { user_id, hash } => {
             json!({ "t": "directory", "d": "payment_password", "user_id": user_id, "hash": hash })
         }
@@ -277,6 +284,11 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
             user_id: f.str("user_id")?,
             device_id: f.value("device_id")?.as_str().map(str::to_owned),
             succeeded: f.bool("succeeded")?,
+        },
+        "pin_attempt" => D::RecordPaymentPasswordAttempt {
+            user_id: f.str("user_id")?,
+            device_id: f.value("device_id")?.as_str().map(str::to_owned),
+            correct: f.bool("correct")?,
         },
         "payment_password" => D::SetPaymentPassword {
             user_id: f.str("user_id")?,
