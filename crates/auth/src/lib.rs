@@ -19,6 +19,7 @@ pub mod pkce;
 pub mod secrets;
 pub mod stepup;
 pub mod tokens;
+pub mod totp;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, append, verify_chain};
 pub use devices::{
