@@ -83,10 +83,11 @@ pub enum ErrorCode {
     RefundCapExceeded,
     ApprovalConflict,
     SelfApproval,
+    LevelCapExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 73] = [
+    pub const ALL: [ErrorCode; 74] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -160,6 +161,7 @@ impl ErrorCode {
         ErrorCode::RefundCapExceeded,
         ErrorCode::ApprovalConflict,
         ErrorCode::SelfApproval,
+        ErrorCode::LevelCapExceeded,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -275,6 +277,11 @@ impl ErrorCode {
                 "self_approval",
                 S::FORBIDDEN,
                 "An operation must be approved by another user than the one who asked for it.",
+            ),
+            ErrorCode::LevelCapExceeded => (
+                "level_cap_exceeded",
+                S::FORBIDDEN,
+                "Without the device's signature, refunds are capped at 5,000.00 a day (two factors) or 1,000.00 (one); sign with the device.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",
@@ -677,6 +684,7 @@ impl From<DomainError> for ApiError {
                     .to_owned(),
                 );
             }
+            DomainError::LevelCap => ErrorCode::LevelCapExceeded,
             DomainError::Approval(refusal) => {
                 use ::domain::ApprovalError as A;
                 match refusal {

@@ -213,7 +213,7 @@ async fn set_permissions(
         &caller,
         &requested,
         &request.challenge_id,
-        &request.signature,
+        crate::routes_stepup::Proof::Signature(&request.signature),
         ::auth::Secret::new(request.payment_password),
     )
     .await?;

@@ -26,6 +26,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/me/payment-password", put(set_payment_password))
         .route("/v1/me/challenges", post(challenge))
+        .route("/v1/me/totp", post(start_totp))
+        .route("/v1/me/totp/confirm", post(confirm_totp))
         .route("/v1/me/refunds", post(refund))
         .route("/v1/me/approval-policy", put(set_approval_policy))
         .route("/v1/me/approvals", axum::routing::get(list_approvals))
@@ -180,7 +182,10 @@ struct RefundRequest {
     amount: serde_json::Number,
     challenge_id: String,
     /// The challenge's claims signed by the device key (compact JWS).
-    signature: String,
+    signature: Option<String>,
+    /// The fallback instead of a signature: a code from the enrolled authenticator (caps the
+    /// day's refunds at 5,000.00).
+    otp: Option<String>,
     payment_password: String,
 }
 
@@ -191,24 +196,39 @@ pub(crate) async fn step_up(
     caller: &Merchant,
     requested: &Operation,
     challenge_id: &str,
-    signature: &str,
+    proof: Proof<'_>,
     pin: Secret,
 ) -> Result<Level, ApiError> {
-    let device_id = caller.device_id.clone();
-    let thumbprint = state
-        .engine
-        .query(move |p| p.devices().device(&device_id).map(|d| d.thumbprint.clone()))
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotActive))?;
-    lock(&state.signin.challenges)
-        .redeem(
-            challenge_id,
-            requested,
-            signature,
-            &thumbprint,
-            now_seconds(state),
-        )
-        .map_err(|e| ApiError::with_message(ErrorCode::StepUpFailed, format!("{e}.")))?;
+    let failed = |e: ::auth::stepup::StepUpError| {
+        ApiError::with_message(ErrorCode::StepUpFailed, format!("{e}."))
+    };
+    let level = match proof {
+        Proof::Signature(signature) => {
+            let device_id = caller.device_id.clone();
+            let thumbprint = state
+                .engine
+                .query(move |p| p.devices().device(&device_id).map(|d| d.thumbprint.clone()))
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotActive))?;
+            lock(&state.signin.challenges)
+                .redeem(
+                    challenge_id,
+                    requested,
+                    signature,
+                    &thumbprint,
+                    now_seconds(state),
+                )
+                .map_err(failed)?;
+            Level::SignedTwoFactor
+        }
+        Proof::Otp(code) => {
+            lock(&state.signin.challenges)
+                .redeem_unsigned(challenge_id, requested, now_seconds(state))
+                .map_err(failed)?;
+            check_otp(state, caller, code).await?;
+            Level::TwoFactor
+        }
+    };
     if caller.user.payment_password_attempts.locked {
         return Err(ApiError::new(ErrorCode::PaymentPasswordLocked));
     }
@@ -243,7 +263,116 @@ pub(crate) async fn step_up(
     if user.payment_password_attempts.locked {
         return Err(ApiError::new(ErrorCode::PaymentPasswordLocked));
     }
-    Ok(Level::SignedTwoFactor)
+    Ok(level)
+}
+
+/// The second factor of a step-up: the device's signature, or (fallback) a one-time code.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Proof<'a> {
+    Signature(&'a str),
+    Otp(&'a str),
+}
+
+/// Checks a TOTP code against the caller's enrollment; the attempt is recorded in the
+/// sequencer (single use per step, five failures lock the factor).
+async fn check_otp(state: &AppState, caller: &Merchant, code: &str) -> Result<(), ApiError> {
+    let refused = |why: &str| ApiError::with_message(ErrorCode::StepUpFailed, why.to_owned());
+    let nonce = caller
+        .user
+        .totp_nonce
+        .clone()
+        .ok_or_else(|| refused("No authenticator is enrolled for this user."))?;
+    if caller.user.otp_attempts.locked {
+        return Err(refused("One-time codes are locked after five failures."));
+    }
+    let seed = state.hasher.totp_seed(&caller.user.id, &nonce);
+    let step = ::auth::totp::check(&seed, code, now_seconds(state), caller.user.totp_last_step);
+    let attempt = DirectoryCommand::RecordOtpAttempt {
+        user_id: caller.user.id.clone(),
+        device_id: Some(caller.device_id.clone()),
+        step,
+    };
+    let user = match submit(state, vec![Command::Directory(attempt)])
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(Ok(Outcome::User(user))) => user,
+        Some(Err(error)) => return Err(ApiError::from(error)),
+        _ => return Err(ApiError::internal("an attempt answered something else")),
+    };
+    // Two requests with the same code race through the sequencer: only the one that moved
+    // the last used step to this step wins.
+    match step {
+        Some(step) if user.totp_last_step == Some(step) && !user.otp_attempts.locked => Ok(()),
+        _ => Err(refused("The one-time code is wrong, used, or expired.")),
+    }
+}
+
+/// Starts a TOTP enrollment: a nonce and the secret for the authenticator. Nothing is stored
+/// until a first code confirms it.
+async fn start_totp(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(ApiError::internal)?;
+    let nonce: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let seed = state.hasher.totp_seed(&caller.user.id, &nonce);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "nonce": nonce,
+            "secret": ::auth::totp::base32(&seed),
+            "otpauth_uri": ::auth::totp::otpauth_uri("dzero", &caller.user.username, &seed),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmTotp {
+    nonce: String,
+    code: String,
+}
+
+/// Confirms an enrollment with a first code from the authenticator.
+async fn confirm_totp(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: ConfirmTotp = parse(&body)?;
+    if request.nonce.len() != 32 || !request.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(ErrorCode::InvalidRequest));
+    }
+    let seed = state.hasher.totp_seed(&caller.user.id, &request.nonce);
+    if ::auth::totp::check(&seed, &request.code, now_seconds(&state), None).is_none() {
+        return Err(ApiError::with_message(
+            ErrorCode::StepUpFailed,
+            "The code does not match the new authenticator.".to_owned(),
+        ));
+    }
+    let command = DirectoryCommand::EnrollTotp {
+        user_id: caller.user.id.clone(),
+        nonce: request.nonce,
+    };
+    match submit(&state, vec![Command::Directory(command)])
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(Ok(_)) => Ok(json(StatusCode::OK, &json!({ "totp_enrolled": true }))),
+        Some(Err(error)) => Err(ApiError::from(error)),
+        None => Err(ApiError::internal("no result")),
+    }
 }
 
 /// A refund from the app: needs `refund`, keeps to the operator's cap, and passes step-up.
@@ -278,12 +407,22 @@ async fn refund(
         payment.currency.as_str(),
         &request.payment_id,
     );
+    let proof = match (&request.signature, &request.otp) {
+        (Some(signature), None) => Proof::Signature(signature),
+        (None, Some(code)) => Proof::Otp(code),
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "Give either signature or otp.".to_owned(),
+            ));
+        }
+    };
     let level = step_up(
         &state,
         &caller,
         &requested,
         &request.challenge_id,
-        &request.signature,
+        proof,
         Secret::new(request.payment_password),
     )
     .await?;
@@ -326,6 +465,7 @@ async fn refund(
     let command = Command::UserRefund {
         user_id: caller.user.id.clone(),
         request: refund_request,
+        level_cap: level.daily_cap().map(ledger::Amount::from_minor),
     };
     let refund = match submit(&state, vec![command]).await?.into_iter().next() {
         Some(Ok(Outcome::Refund { refund, .. })) => refund,
@@ -497,7 +637,7 @@ async fn approve(
         &caller,
         &requested,
         &request.challenge_id,
-        &request.signature,
+        Proof::Signature(&request.signature),
         Secret::new(request.payment_password),
     )
     .await?;

@@ -40,6 +40,12 @@ pub struct MerchantUser {
     /// Payment-password failures in a row, and whether they locked it (reset when the
     /// password is set again).
     pub payment_password_attempts: Attempts,
+    /// The TOTP enrollment nonce (the seed is derived from it and the pepper, never stored).
+    pub totp_nonce: Option<String>,
+    /// The last TOTP step used: no code of it or before is accepted again.
+    pub totp_last_step: Option<i64>,
+    /// One-time-code failures in a row; five lock the fallback factor.
+    pub otp_attempts: Attempts,
 }
 
 impl std::fmt::Debug for MerchantUser {
@@ -113,6 +119,14 @@ pub enum DirectoryCommand {
         device_id: Option<String>,
         correct: bool,
     },
+    /// A user enrolls a TOTP authenticator (the caller checked a first code).
+    EnrollTotp { user_id: String, nonce: String },
+    /// Records a one-time-code attempt: the step it matched, or `None` for a wrong code.
+    RecordOtpAttempt {
+        user_id: String,
+        device_id: Option<String>,
+        step: Option<i64>,
+    },
     /// Audits a fund operation or step-up attempt: what, with which factors.
     RecordOperation {
         user_id: String,
@@ -156,6 +170,10 @@ impl std::fmt::Debug for DirectoryCommand {
             DirectoryCommand::RecordPaymentPasswordAttempt {
                 user_id, correct, ..
             } => write!(f, "RecordPaymentPasswordAttempt({user_id}, {correct})"),
+            DirectoryCommand::EnrollTotp { user_id, .. } => write!(f, "EnrollTotp({user_id})"),
+            DirectoryCommand::RecordOtpAttempt { user_id, step, .. } => {
+                write!(f, "RecordOtpAttempt({user_id}, {})", step.is_some())
+            }
             DirectoryCommand::RecordOperation {
                 user_id, action, ..
             } => write!(f, "RecordOperation({user_id}, {action})"),
@@ -325,6 +343,9 @@ impl Directory {
                     created_at_micros: at_micros,
                     payment_password_hash: None,
                     payment_password_attempts: Attempts::default(),
+                    totp_nonce: None,
+                    totp_last_step: None,
+                    otp_attempts: Attempts::default(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -371,6 +392,9 @@ impl Directory {
                     created_at_micros: at_micros,
                     payment_password_hash: None,
                     payment_password_attempts: Attempts::default(),
+                    totp_nonce: None,
+                    totp_last_step: None,
+                    otp_attempts: Attempts::default(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -477,6 +501,53 @@ impl Directory {
                         factors: Vec::new(),
                         approver: None,
                         detail: format!("failures={}", user.payment_password_attempts.failures),
+                    });
+                }
+                Ok(user)
+            }
+            DirectoryCommand::EnrollTotp { user_id, nonce } => {
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                let user = &mut self.users[index];
+                user.totp_nonce = Some(nonce.clone());
+                user.totp_last_step = None;
+                user.otp_attempts = Attempts::default();
+                let user = user.clone();
+                self.record(
+                    at_micros,
+                    &user.merchant_id,
+                    user_id,
+                    "totp_enrolled",
+                    String::new(),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::RecordOtpAttempt {
+                user_id,
+                device_id,
+                step,
+            } => {
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                let user = &mut self.users[index];
+                let accepted = user
+                    .otp_attempts
+                    .record(step.is_some(), PAYMENT_PASSWORD_FAILURES_MAX);
+                if accepted {
+                    user.totp_last_step = *step;
+                }
+                let user = user.clone();
+                if step.is_none() {
+                    self.append_audit(AuditRecord {
+                        at_micros,
+                        merchant_id: user.merchant_id.clone(),
+                        user_id: user_id.clone(),
+                        device_id: device_id.clone(),
+                        action: "otp_failed".to_owned(),
+                        factors: Vec::new(),
+                        approver: None,
+                        detail: format!(
+                            "failures={} locked={}",
+                            user.otp_attempts.failures, user.otp_attempts.locked
+                        ),
                     });
                 }
                 Ok(user)

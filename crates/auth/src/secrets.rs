@@ -85,6 +85,11 @@ impl SecretHasher {
         crate::tokens::TokenKey::from_pepper(&self.pepper)
     }
 
+    /// The TOTP seed of a user's enrollment, derived from the pepper (never stored).
+    pub fn totp_seed(&self, user_id: &str, nonce: &str) -> [u8; 32] {
+        crate::totp::seed(&self.pepper, user_id, nonce)
+    }
+
     fn argon2(&self) -> Result<Argon2<'_>, SecretError> {
         Argon2::new_with_secret(
             &self.pepper,

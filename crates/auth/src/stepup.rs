@@ -171,6 +171,25 @@ impl Challenges {
         Ok(challenge)
     }
 
+    /// Consumes challenge `id` for `requested` without a device signature (the one-time-code
+    /// fallback: the challenge still binds the operation and is single use).
+    pub fn redeem_unsigned(
+        &mut self,
+        id: &str,
+        requested: &Operation,
+        now_seconds: i64,
+    ) -> Result<Challenge, StepUpError> {
+        let challenge = self
+            .pending
+            .remove(id)
+            .filter(|c| now_seconds <= c.expires_at)
+            .ok_or(StepUpError::UnknownChallenge)?;
+        if challenge.operation != *requested {
+            return Err(StepUpError::Mismatch);
+        }
+        Ok(challenge)
+    }
+
     pub fn outstanding(&self) -> usize {
         self.pending.len()
     }

@@ -85,6 +85,26 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes RFC 4648 base32 (no padding), as an authenticator does with a scanned secret.
+pub fn from_base32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | u32::from(value);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((buffer >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// The enrollment link an authenticator app scans.
 pub fn otpauth_uri(issuer: &str, account: &str, seed: &[u8]) -> String {
     format!(
@@ -139,5 +159,7 @@ mod tests {
         assert_ne!(a, seed(b"pepper", "clerk", "n1"));
         assert_ne!(a, seed(b"pepper", "boss", "n2"));
         assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+        assert_eq!(from_base32("MZXW6YTBOI").as_deref(), Some(&b"foobar"[..]));
+        assert_eq!(from_base32(&base32(&a)).as_deref(), Some(&a[..]));
     }
 }

@@ -123,6 +123,16 @@ impl Approvals {
     }
 }
 
+/// The daily cap of a verification level below a signed two-factor one (PBOC measures): two
+/// factors 5,000.00, anything less 1,000.00.
+fn level_cap_of(level: &str) -> i64 {
+    if level == "two_factor" {
+        500_000
+    } else {
+        100_000
+    }
+}
+
 fn refused(error: ApprovalError) -> DomainError {
     DomainError::Approval(error)
 }
@@ -135,6 +145,7 @@ impl Platform {
         now: Timestamp,
         user_id: &str,
         request: &RefundRequest,
+        level_cap: Option<Amount>,
     ) -> CommandResult {
         let user = self
             .directory()
@@ -157,6 +168,9 @@ impl Platform {
             .map_or(0, |a| a.minor());
         if user.refund_cap_daily > 0 && used.saturating_add(amount) > user.refund_cap_daily {
             return Err(DomainError::RefundCap { daily: true });
+        }
+        if level_cap.is_some_and(|cap| used.saturating_add(amount) > cap.minor()) {
+            return Err(DomainError::LevelCap);
         }
         let outcome = self.refund(now, request, false)?;
         if let Outcome::Refund { created: true, .. } = outcome {
@@ -295,7 +309,10 @@ impl Platform {
         }
         let refund = if approve {
             let ApprovalOperation::Refund(request) = &approval.operation;
-            match self.user_refund(now, &approval.maker, request)? {
+            // The maker's verification level caps what its request may refund.
+            let level_cap = (approval.maker_level != "signed_two_factor")
+                .then(|| Amount::from_minor(level_cap_of(&approval.maker_level)));
+            match self.user_refund(now, &approval.maker, request, level_cap)? {
                 Outcome::Refund { refund, .. } => Some(refund),
                 _ => None,
             }

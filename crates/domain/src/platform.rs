@@ -162,6 +162,8 @@ pub enum Command {
     UserRefund {
         user_id: String,
         request: crate::refunds::RefundRequest,
+        /// The most the request's verification level allows the user per day, if it caps.
+        level_cap: Option<Amount>,
     },
     /// A fund operation waits for a second user's approval.
     RequestApproval(crate::approvals::NewApproval),
@@ -323,6 +325,8 @@ pub enum DomainError {
     RefundCap {
         daily: bool,
     },
+    /// The day's refunds would pass what the request's verification level allows.
+    LevelCap,
     /// The ledger refused the postings; with validated input this means a balance would
     /// overflow or an invariant was about to break.
     Ledger(LedgerError),
@@ -731,7 +735,11 @@ impl Platform {
             Command::SetApprovalThreshold { actor, threshold } => {
                 self.set_approval_threshold(now, actor, *threshold)
             }
-            Command::UserRefund { user_id, request } => self.user_refund(now, user_id, request),
+            Command::UserRefund {
+                user_id,
+                request,
+                level_cap,
+            } => self.user_refund(now, user_id, request, *level_cap),
             Command::RequestApproval(new) => self.request_approval(now, new),
             Command::DecideApproval {
                 id,

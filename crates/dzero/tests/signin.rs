@@ -1107,3 +1107,155 @@ async fn the_app_exports_its_own_statement_as_csv_and_cannot_name_another_mercha
     assert_eq!(foreign.status, 400);
     server.stop().await;
 }
+
+/// Enrolls an authenticator for the app's user; returns its seed, as the authenticator app
+/// would hold it.
+async fn enroll_totp(app: &mut MerchantApp) -> Vec<u8> {
+    let started = app.call("POST", "/v1/me/totp", None).await.json();
+    let seed = auth::totp::from_base32(started["secret"].as_str().unwrap()).unwrap();
+    assert!(
+        started["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let confirmed = app
+        .call(
+            "POST",
+            "/v1/me/totp/confirm",
+            Some(&json!({"nonce": started["nonce"], "code": totp_now(&seed)})),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.json());
+    seed
+}
+
+fn totp_now(seed: &[u8]) -> String {
+    let step = auth::totp::step_at(jiff::Timestamp::now().as_second());
+    format!("{:06}", auth::totp::code(seed, step))
+}
+
+fn otp_refund_body(payment_id: &str, amount: i64, challenge_id: &str, otp: &str) -> Value {
+    json!({
+        "payment_id": payment_id, "amount": amount, "challenge_id": challenge_id,
+        "otp": otp, "payment_password": PIN,
+    })
+}
+
+#[tokio::test]
+async fn a_one_time_code_stands_in_for_the_signature_once_and_only_up_to_the_level_cap() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let seed = enroll_totp(&mut boss).await;
+    let (challenge, _) = boss
+        .signed_challenge(&refund_operation(&payment_id, 300_000))
+        .await
+        .unwrap();
+    let code_now = totp_now(&seed);
+    let done = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&otp_refund_body(
+                &payment_id,
+                300_000,
+                &challenge,
+                &code_now,
+            )),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{:?}", done.json());
+    assert_eq!(done.json()["verification_level"], "two_factor");
+    // The same code again is refused, even with a fresh challenge.
+    let (challenge, _) = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let reused = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&otp_refund_body(&payment_id, 100, &challenge, &code_now)),
+        )
+        .await;
+    assert_eq!(code(&reused), "step_up_failed");
+    // Without the device's signature the day stops at 5,000.00: 3,000.00 done, 2,000.01 more
+    // is refused; signed, it goes through.
+    let (challenge, _) = boss
+        .signed_challenge(&refund_operation(&payment_id, 200_001))
+        .await
+        .unwrap();
+    let next_step = auth::totp::step_at(jiff::Timestamp::now().as_second()) + 1;
+    let next = format!("{:06}", auth::totp::code(&seed, next_step));
+    let capped = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&otp_refund_body(&payment_id, 200_001, &challenge, &next)),
+        )
+        .await;
+    assert_eq!(code(&capped), "level_cap_exceeded");
+    let signed = boss
+        .signed_challenge(&refund_operation(&payment_id, 200_001))
+        .await
+        .unwrap();
+    let through = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 200_001, &signed, PIN)),
+        )
+        .await;
+    assert_eq!(through.status, 201, "{:?}", through.json());
+    assert_eq!(refunded(&server, &payment_id).await, 500_001);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_one_time_codes_lock_the_fallback_after_five_tries() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let seed = enroll_totp(&mut boss).await;
+    let wrong = if totp_now(&seed) == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let (challenge, _) = boss
+            .signed_challenge(&refund_operation(&payment_id, 100))
+            .await
+            .unwrap();
+        let refused = boss
+            .call(
+                "POST",
+                "/v1/me/refunds",
+                Some(&otp_refund_body(&payment_id, 100, &challenge, wrong)),
+            )
+            .await;
+        assert_eq!(code(&refused), "step_up_failed");
+    }
+    let (challenge, _) = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    let locked = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&otp_refund_body(
+                &payment_id,
+                100,
+                &challenge,
+                &totp_now(&seed),
+            )),
+        )
+        .await;
+    assert_eq!(code(&locked), "step_up_failed");
+    assert!(
+        locked.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked")
+    );
+    assert_eq!(refunded(&server, &payment_id).await, 0);
+    server.stop().await;
+}

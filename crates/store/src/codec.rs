@@ -234,6 +234,16 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
         } => {
             json!({ "t": "directory", "d": "pin_attempt", "user_id": user_id, "device_id": device_id, "correct": correct })
         }
+        D::EnrollTotp { user_id, nonce } => {
+            json!({ "t": "directory", "d": "totp", "user_id": user_id, "nonce": nonce })
+        }
+        D::RecordOtpAttempt {
+            user_id,
+            device_id,
+            step,
+        } => {
+            json!({ "t": "directory", "d": "otp_attempt", "user_id": user_id, "device_id": device_id, "step": step })
+        }
         D::SetPaymentPassword { user_id, hash } => {
             json!({ "t": "directory", "d": "payment_password", "user_id": user_id, "hash": hash })
         }
@@ -284,6 +294,18 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
             user_id: f.str("user_id")?,
             device_id: f.value("device_id")?.as_str().map(str::to_owned),
             succeeded: f.bool("succeeded")?,
+        },
+        "totp" => D::EnrollTotp {
+            user_id: f.str("user_id")?,
+            nonce: f.str("nonce")?,
+        },
+        "otp_attempt" => D::RecordOtpAttempt {
+            user_id: f.str("user_id")?,
+            device_id: f.value("device_id")?.as_str().map(str::to_owned),
+            step: match f.value("step")? {
+                Value::Null => None,
+                _ => Some(f.i64("step")?),
+            },
         },
         "pin_attempt" => D::RecordPaymentPasswordAttempt {
             user_id: f.str("user_id")?,
@@ -516,8 +538,9 @@ pub fn encode(input: &Input) -> String {
             Command::UserRefund {
                 user_id,
                 request: r,
+                level_cap,
             } => json!({
-                "t": "user_refund", "user_id": user_id,
+                "t": "user_refund", "user_id": user_id, "level_cap": level_cap.map(|c| c.minor()),
                 "request_id": r.request_id, "payment": r.payment_id.0, "channel_id": r.channel_id,
                 "trade": r.channel_trade_no, "amount": r.amount.minor(),
             }),
@@ -696,6 +719,10 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             })
         }
         "user_refund" => Command::UserRefund {
+            level_cap: match f.value("level_cap")? {
+                Value::Null => None,
+                _ => Some(f.amount("level_cap")?),
+            },
             user_id: f.str("user_id")?,
             request: RefundRequest {
                 request_id: f.str("request_id")?,
@@ -906,6 +933,7 @@ mod tests {
                 }),
             })),
             Input::Command(Command::UserRefund {
+                level_cap: Some(Amount::from_minor(500_000)),
                 user_id: "u2".into(),
                 request: RefundRequest {
                     request_id: "chl_x".into(),
