@@ -1259,3 +1259,53 @@ async fn wrong_one_time_codes_lock_the_fallback_after_five_tries() {
     assert_eq!(refunded(&server, &payment_id).await, 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn session_fixation_fails() {
+    let server = merchants().await;
+    // An attacker cannot choose the session a sign-in creates: a client-chosen session id is
+    // refused outright...
+    let mut victim = MerchantApp::install(server.addr, "phone-1", 1).await;
+    let verifier = "fixation-verifier-fixation-verifier-0123456789";
+    let code_value = victim
+        .authorize("M1", "boss", PASSWORD, verifier)
+        .await
+        .json()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({
+        "grant_type": "authorization_code", "code": code_value, "code_verifier": verifier,
+        "client_id": common::app::CLIENT_ID, "redirect_uri": common::app::REDIRECT_URI,
+        "session_id": "ses_chosen_by_attacker",
+    });
+    let proof = victim.proof("POST", "/v1/oauth/token", None);
+    let refused = victim
+        .http
+        .request(
+            "POST",
+            "/v1/oauth/token",
+            &[("dpop", &proof)],
+            Some(body.to_string().as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400);
+    // ...and every sign-in gets a fresh server-drawn session, bound to its own device key: an
+    // attacker's earlier session on the same account is neither reused nor usable by others.
+    let mut attacker = victim.twin(server.addr, "attacker").await;
+    let signed = attacker.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(signed.status, 200, "{:?}", signed.json());
+    let attacker_session = attacker.call("GET", "/v1/me", None).await.json()["session_id"].clone();
+    let response = victim.sign_in("M1", "boss", PASSWORD).await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    let victim_session = response.json()["session_id"].clone();
+    assert_ne!(victim_session, attacker_session);
+    assert!(victim_session.as_str().unwrap().starts_with("ses_"));
+    // Signing in again on the device ended the earlier session there.
+    assert_eq!(
+        code(&attacker.call("GET", "/v1/me", None).await),
+        "session_ended"
+    );
+    server.stop().await;
+}
