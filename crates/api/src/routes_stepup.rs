@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/totp", post(start_totp))
         .route("/v1/me/totp/confirm", post(confirm_totp))
         .route("/v1/me/refunds", post(refund))
+        .route("/v1/me/payouts", post(payout))
         .route("/v1/me/approval-policy", put(set_approval_policy))
         .route("/v1/me/approvals", axum::routing::get(list_approvals))
         .route("/v1/me/approvals/{id}/approve", post(approve))
@@ -113,10 +114,11 @@ fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiErr
     match action {
         "refund" => Ok((Permissions::REFUND, "refund")),
         "approve" => Ok((Permissions::APPROVE, "approve")),
+        "payout" => Ok((Permissions::PAYOUT, "payout")),
         "permissions" => Ok((Permissions::MANAGE_USERS, "manage_users")),
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "action is refund, approve or permissions (payouts and bank-account changes are not built yet)."
+            "action is refund, payout, approve or permissions (bank-account changes are not built yet)."
                 .to_owned(),
         )),
     }
@@ -490,14 +492,27 @@ async fn refund(
     Ok(json(StatusCode::CREATED, &out))
 }
 
+async fn merchant_currency(state: &AppState, caller: &Merchant) -> Result<String, ApiError> {
+    let id = caller.user.merchant_id.clone();
+    state
+        .engine
+        .query(move |p| p.merchant(&id).map(|m| m.currency.as_str().to_owned()))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))
+}
+
 fn approval_out(a: &domain::Approval) -> serde_json::Value {
-    let domain::ApprovalOperation::Refund(r) = &a.operation;
+    let (payment_id, kind) = match &a.operation {
+        domain::ApprovalOperation::Refund(r) => (Some(dto::payment_id_text(r.payment_id)), None),
+        domain::ApprovalOperation::Payout(p) => (None, Some(p.kind.as_str())),
+    };
     json!({
         "id": a.id,
         "merchant_id": a.merchant_id,
         "action": a.operation.action(),
-        "payment_id": dto::payment_id_text(r.payment_id),
-        "amount": r.amount.minor(),
+        "payment_id": payment_id,
+        "kind": kind,
+        "amount": a.operation.amount().minor(),
         "maker": a.maker,
         "maker_level": a.maker_level,
         "status": a.status.as_str(),
@@ -583,8 +598,18 @@ async fn decide(state: &AppState, caller: &Merchant, id: String, approve: bool) 
         approve,
     };
     match submit(state, vec![command]).await?.into_iter().next() {
-        Some(Ok(Outcome::Approval { approval, .. })) => {
-            Ok(json(StatusCode::OK, &approval_out(&approval)))
+        Some(Ok(Outcome::Approval { approval, result })) => {
+            let mut out = approval_out(&approval);
+            match result.as_deref() {
+                Some(Outcome::Refund { refund, .. }) => {
+                    out["refund"] = crate::dto_settlement::refund_out(refund);
+                }
+                Some(Outcome::Payout { payout, .. }) => {
+                    out["payout"] = crate::dto_settlement::payout_out(payout);
+                }
+                _ => {}
+            }
+            Ok(json(StatusCode::OK, &out))
         }
         Some(Err(error)) => Err(ApiError::from(error)),
         _ => Err(ApiError::internal("a decision answered something else")),
@@ -619,17 +644,12 @@ async fn approve(
     if approval.maker == caller.user.id {
         return Err(ApiError::new(ErrorCode::SelfApproval));
     }
-    let domain::ApprovalOperation::Refund(r) = &approval.operation;
-    let payment_id = r.payment_id;
-    let currency = read_store(&state, move |s| s.payment(payment_id))
-        .await?
-        .map(|p| p.currency)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let currency = merchant_currency(&state, &caller).await?;
     let requested = operation(
         &caller,
         "approve",
         approval.operation.amount().minor(),
-        currency.as_str(),
+        &currency,
         &id,
     );
     step_up(
@@ -654,4 +674,85 @@ async fn reject(
     let caller = merchant(&state, &headers, &method, &uri).await?;
     caller.require(Permissions::APPROVE, "approve")?;
     decide(&state, &caller, id, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutBody {
+    amount: serde_json::Number,
+    /// `withdrawal` or `advance`.
+    kind: String,
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
+}
+
+/// A payout from the app: needs `payout`, a step-up whose challenge names the merchant's bank
+/// account as destination, and always a second user's approval, which runs it.
+async fn payout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::PAYOUT, "payout")?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: PayoutBody = parse(&body)?;
+    let amount = dto::amount(&request.amount, "amount")?;
+    let kind = crate::dto_settlement::payout_kind(&request.kind)?;
+    let (id, now) = (caller.user.merchant_id.clone(), state.clock.now());
+    let (currency, account) = state
+        .engine
+        .query(move |p| {
+            p.merchant(&id).map(|m| {
+                (
+                    m.currency.as_str().to_owned(),
+                    m.terms_at(now)
+                        .bank_account
+                        .as_ref()
+                        .map(|a| a.number.clone()),
+                )
+            })
+        })
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let account = account.ok_or_else(|| ApiError::new(ErrorCode::NoBankAccount))?;
+    let requested = operation(&caller, "payout", amount.minor(), &currency, &account);
+    let level = step_up(
+        &state,
+        &caller,
+        &requested,
+        &request.challenge_id,
+        Proof::Signature(&request.signature),
+        Secret::new(request.payment_password),
+    )
+    .await?;
+    let approval_id = request.challenge_id.replacen("chl_", "apr_", 1);
+    let approval = domain::NewApproval {
+        id: approval_id.clone(),
+        maker: caller.user.id.clone(),
+        maker_device: caller.device_id.clone(),
+        maker_level: level.as_str().to_owned(),
+        operation: domain::ApprovalOperation::Payout(domain::PayoutRequest {
+            request_id: approval_id,
+            merchant_id: caller.user.merchant_id.clone(),
+            amount,
+            kind,
+        }),
+    };
+    match submit(&state, vec![Command::RequestApproval(approval)])
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(Ok(Outcome::Approval { approval, .. })) => {
+            Ok(json(StatusCode::ACCEPTED, &approval_out(&approval)))
+        }
+        Some(Err(error)) => Err(ApiError::from(error)),
+        _ => Err(ApiError::internal(
+            "a payout request answered something else",
+        )),
+    }
 }

@@ -12,6 +12,7 @@ use ledger::{Amount, Timestamp};
 
 use crate::platform::{CommandResult, DomainError, Outcome, Platform};
 use crate::refunds::RefundRequest;
+use crate::settlement::PayoutRequest;
 
 /// Pending approvals per merchant at most.
 pub const PENDING_APPROVALS_MAX: usize = 10_000;
@@ -19,18 +20,22 @@ pub const PENDING_APPROVALS_MAX: usize = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApprovalOperation {
     Refund(RefundRequest),
+    /// Every payout from the merchant app waits for approval.
+    Payout(PayoutRequest),
 }
 
 impl ApprovalOperation {
     pub fn action(&self) -> &'static str {
         match self {
             ApprovalOperation::Refund(_) => "refund",
+            ApprovalOperation::Payout(_) => "payout",
         }
     }
 
     pub fn amount(&self) -> Amount {
         match self {
             ApprovalOperation::Refund(r) => r.amount,
+            ApprovalOperation::Payout(p) => p.amount,
         }
     }
 }
@@ -235,13 +240,23 @@ impl Platform {
         if pending >= PENDING_APPROVALS_MAX {
             return Err(refused(ApprovalError::TooManyPending));
         }
-        let ApprovalOperation::Refund(request) = &new.operation;
-        // The payment must be the maker's merchant's and the refund must fit now.
-        let merchant = self
-            .payment_merchant(request)
-            .ok_or(DomainError::UnknownPayment)?;
-        if merchant != maker.merchant_id {
-            return Err(DomainError::UnknownPayment);
+        match &new.operation {
+            ApprovalOperation::Refund(request) => {
+                // The payment must be the maker's merchant's.
+                let merchant = self
+                    .payment_merchant(request)
+                    .ok_or(DomainError::UnknownPayment)?;
+                if merchant != maker.merchant_id {
+                    return Err(DomainError::UnknownPayment);
+                }
+            }
+            ApprovalOperation::Payout(request) => {
+                if request.merchant_id != maker.merchant_id
+                    || !maker.effective().contains(auth::Permissions::PAYOUT)
+                {
+                    return Err(refused(ApprovalError::NotAllowed));
+                }
+            }
         }
         let approval = Approval {
             id: new.id.clone(),
@@ -274,7 +289,7 @@ impl Platform {
         );
         Ok(Outcome::Approval {
             approval,
-            refund: None,
+            result: None,
         })
     }
 
@@ -307,15 +322,18 @@ impl Platform {
         if approval.status != ApprovalStatus::Pending {
             return Err(refused(ApprovalError::NotPending));
         }
-        let refund = if approve {
-            let ApprovalOperation::Refund(request) = &approval.operation;
-            // The maker's verification level caps what its request may refund.
-            let level_cap = (approval.maker_level != "signed_two_factor")
-                .then(|| Amount::from_minor(level_cap_of(&approval.maker_level)));
-            match self.user_refund(now, &approval.maker, request, level_cap)? {
-                Outcome::Refund { refund, .. } => Some(refund),
-                _ => None,
-            }
+        // Approval runs the operation now; if it no longer fits, the whole decision is refused.
+        let result = if approve {
+            let outcome = match &approval.operation {
+                ApprovalOperation::Refund(request) => {
+                    // The maker's verification level caps what its request may refund.
+                    let level_cap = (approval.maker_level != "signed_two_factor")
+                        .then(|| Amount::from_minor(level_cap_of(&approval.maker_level)));
+                    self.user_refund(now, &approval.maker, request, level_cap)?
+                }
+                ApprovalOperation::Payout(request) => self.request_payout(now, request)?,
+            };
+            Some(Box::new(outcome))
         } else {
             None
         };
@@ -340,6 +358,6 @@ impl Platform {
             },
             format!("approval={id} maker={}", approval.maker),
         );
-        Ok(Outcome::Approval { approval, refund })
+        Ok(Outcome::Approval { approval, result })
     }
 }

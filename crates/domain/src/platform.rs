@@ -231,10 +231,10 @@ pub enum Outcome {
     User(auth::MerchantUser),
     Device(auth::DeviceOutcome),
     ApprovalThreshold(Option<Amount>),
-    /// An approval, and the refund its approval ran.
+    /// An approval, and what its approval ran (a refund or a payout).
     Approval {
         approval: crate::approvals::Approval,
-        refund: Option<crate::refunds::Refund>,
+        result: Option<Box<Outcome>>,
     },
 }
 

@@ -1309,3 +1309,110 @@ async fn session_fixation_fails() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_payout_is_bound_to_the_bank_account_and_runs_only_on_another_users_approval() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let channel = admin
+        .post(
+            "/v1/channels",
+            &json!({"id": "C1", "name": "c", "currency": "CNY", "cost": {"rate_ppm": 2500}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(channel.status, 201);
+    let merchant = admin
+        .post(
+            "/v1/merchants",
+            &json!({"id": "M3", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 3800},
+                    "bank_account": {"holder": "m", "number": "6222000000000001", "bank": "b"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merchant.status, 201, "{:?}", merchant.json());
+    let master = admin
+        .post(
+            "/v1/merchants/M3/users",
+            &json!({"username": "boss", "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(master.status, 201);
+    let mut boss = signed_in(&server, "M3", "boss", "phone-1", 1).await;
+    boss.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    let payout = |destination: &str| json!({"action": "payout", "amount": 1_000, "currency": "CNY", "destination": destination});
+    let body = |challenge: &(String, String)| {
+        json!({"amount": 1_000, "kind": "withdrawal", "challenge_id": challenge.0,
+               "signature": challenge.1, "payment_password": PIN})
+    };
+    // A challenge naming another account is refused.
+    let elsewhere = boss
+        .signed_challenge(&payout("6222999999999999"))
+        .await
+        .unwrap();
+    let refused = boss
+        .call("POST", "/v1/me/payouts", Some(&body(&elsewhere)))
+        .await;
+    assert_eq!(code(&refused), "step_up_failed");
+
+    let challenge = boss
+        .signed_challenge(&payout("6222000000000001"))
+        .await
+        .unwrap();
+    let waiting = boss
+        .call("POST", "/v1/me/payouts", Some(&body(&challenge)))
+        .await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.json());
+    assert_eq!(waiting.json()["action"], "payout");
+    let approval_id = waiting.json()["id"].as_str().unwrap().to_owned();
+
+    // The checker's approval runs the payout now: with nothing available it is refused, and
+    // the approval stays pending with nothing written.
+    let created = boss
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "checker", "password": PASSWORD, "permissions": ["view", "approve"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let mut checker = MerchantApp::install(server.addr, "phone-checker", 6).await;
+    checker.sign_in("M3", "checker", PASSWORD).await;
+    boss.call("POST", "/v1/me/devices/phone-checker/confirm", None)
+        .await;
+    assert_eq!(checker.sign_in("M3", "checker", PASSWORD).await.status, 200);
+    checker
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    let approve = checker
+        .signed_challenge(&approve_operation(&approval_id, 1_000))
+        .await
+        .unwrap();
+    let decided = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/approve"),
+            Some(&json!({"challenge_id": approve.0, "signature": approve.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(code(&decided), "insufficient_funds");
+    let listed = boss.call("GET", "/v1/me/approvals", None).await.json();
+    assert_eq!(listed["data"][0]["status"], "pending");
+    let payouts = admin
+        .get("/v1/payouts?merchant_id=M3")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(payouts["data"].as_array().unwrap().len(), 0);
+    server.stop().await;
+}

@@ -545,14 +545,26 @@ pub fn encode(input: &Input) -> String {
                 "trade": r.channel_trade_no, "amount": r.amount.minor(),
             }),
             Command::RequestApproval(new) => {
-                let domain::ApprovalOperation::Refund(r) = &new.operation;
-                json!({
+                let mut value = json!({
                     "t": "approval_request", "id": new.id, "maker": new.maker,
                     "maker_device": new.maker_device, "maker_level": new.maker_level,
-                    "action": "refund", "request_id": r.request_id, "payment": r.payment_id.0,
-                    "channel_id": r.channel_id, "trade": r.channel_trade_no,
-                    "amount": r.amount.minor(),
-                })
+                });
+                let operation = match &new.operation {
+                    domain::ApprovalOperation::Refund(r) => json!({
+                        "action": "refund", "request_id": r.request_id, "payment": r.payment_id.0,
+                        "channel_id": r.channel_id, "trade": r.channel_trade_no,
+                        "amount": r.amount.minor(),
+                    }),
+                    domain::ApprovalOperation::Payout(r) => json!({
+                        "action": "payout", "request_id": r.request_id,
+                        "merchant_id": r.merchant_id, "amount": r.amount.minor(),
+                        "kind": kind_text(r.kind),
+                    }),
+                };
+                if let (Value::Object(target), Value::Object(fields)) = (&mut value, operation) {
+                    target.extend(fields);
+                }
+                value
             }
             Command::DecideApproval {
                 id,
@@ -701,21 +713,28 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             },
         },
         "approval_request" => {
-            if f.str("action")? != "refund" {
-                return Err(corrupt("approval action"));
-            }
-            Command::RequestApproval(domain::NewApproval {
-                id: f.str("id")?,
-                maker: f.str("maker")?,
-                maker_device: f.str("maker_device")?,
-                maker_level: f.str("maker_level")?,
-                operation: domain::ApprovalOperation::Refund(RefundRequest {
+            let operation = match f.str("action")?.as_str() {
+                "refund" => domain::ApprovalOperation::Refund(RefundRequest {
                     request_id: f.str("request_id")?,
                     payment_id: PaymentId(f.u64("payment")?),
                     channel_id: f.str("channel_id")?,
                     channel_trade_no: f.str("trade")?,
                     amount: f.amount("amount")?,
                 }),
+                "payout" => domain::ApprovalOperation::Payout(PayoutRequest {
+                    request_id: f.str("request_id")?,
+                    merchant_id: f.str("merchant_id")?,
+                    amount: f.amount("amount")?,
+                    kind: read_kind(&f.str("kind")?)?,
+                }),
+                _ => return Err(corrupt("approval action")),
+            };
+            Command::RequestApproval(domain::NewApproval {
+                id: f.str("id")?,
+                maker: f.str("maker")?,
+                maker_device: f.str("maker_device")?,
+                maker_level: f.str("maker_level")?,
+                operation,
             })
         }
         "user_refund" => Command::UserRefund {
@@ -943,6 +962,18 @@ mod tests {
                     amount: Amount::from_minor(500),
                 },
             }),
+            Input::Command(Command::RequestApproval(domain::NewApproval {
+                id: "apr_2".into(),
+                maker: "u2".into(),
+                maker_device: "d1".into(),
+                maker_level: "signed_two_factor".into(),
+                operation: domain::ApprovalOperation::Payout(PayoutRequest {
+                    request_id: "apr_2".into(),
+                    merchant_id: "M1".into(),
+                    amount: Amount::from_minor(70_000),
+                    kind: PayoutKind::Withdrawal,
+                }),
+            })),
             Input::Command(Command::DecideApproval {
                 id: "apr_1".into(),
                 checker: "u1".into(),
