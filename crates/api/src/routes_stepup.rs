@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/totp/confirm", post(confirm_totp))
         .route("/v1/me/refunds", post(refund))
         .route("/v1/me/payouts", post(payout))
+        .route("/v1/me/bank-account", put(change_bank_account))
         .route("/v1/me/approval-policy", put(set_approval_policy))
         .route("/v1/me/approvals", axum::routing::get(list_approvals))
         .route("/v1/me/approvals/{id}/approve", post(approve))
@@ -115,11 +116,11 @@ fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiErr
         "refund" => Ok((Permissions::REFUND, "refund")),
         "approve" => Ok((Permissions::APPROVE, "approve")),
         "payout" => Ok((Permissions::PAYOUT, "payout")),
+        "bank_account" => Ok((Permissions::MANAGE_BANK_ACCOUNT, "manage_bank_account")),
         "permissions" => Ok((Permissions::MANAGE_USERS, "manage_users")),
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "action is refund, payout, approve or permissions (bank-account changes are not built yet)."
-                .to_owned(),
+            "action is refund, payout, bank_account, approve or permissions.".to_owned(),
         )),
     }
 }
@@ -450,19 +451,7 @@ async fn refund(
             maker_level: level.as_str().to_owned(),
             operation: domain::ApprovalOperation::Refund(refund_request),
         };
-        return match submit(&state, vec![Command::RequestApproval(approval)])
-            .await?
-            .into_iter()
-            .next()
-        {
-            Some(Ok(Outcome::Approval { approval, .. })) => {
-                Ok(json(StatusCode::ACCEPTED, &approval_out(&approval)))
-            }
-            Some(Err(error)) => Err(ApiError::from(error)),
-            _ => Err(ApiError::internal(
-                "an approval request answered something else",
-            )),
-        };
+        return request_approval(&state, approval).await;
     }
     let command = Command::UserRefund {
         user_id: caller.user.id.clone(),
@@ -502,9 +491,18 @@ async fn merchant_currency(state: &AppState, caller: &Merchant) -> Result<String
 }
 
 fn approval_out(a: &domain::Approval) -> serde_json::Value {
-    let (payment_id, kind) = match &a.operation {
-        domain::ApprovalOperation::Refund(r) => (Some(dto::payment_id_text(r.payment_id)), None),
-        domain::ApprovalOperation::Payout(p) => (None, Some(p.kind.as_str())),
+    let (payment_id, kind, bank_account) = match &a.operation {
+        domain::ApprovalOperation::Refund(r) => {
+            (Some(dto::payment_id_text(r.payment_id)), None, None)
+        }
+        domain::ApprovalOperation::Payout(p) => (None, Some(p.kind.as_str()), None),
+        domain::ApprovalOperation::BankAccount { account, .. } => (
+            None,
+            None,
+            Some(
+                json!({ "holder": account.holder, "number": account.number, "bank": account.bank }),
+            ),
+        ),
     };
     json!({
         "id": a.id,
@@ -512,6 +510,7 @@ fn approval_out(a: &domain::Approval) -> serde_json::Value {
         "action": a.operation.action(),
         "payment_id": payment_id,
         "kind": kind,
+        "bank_account": bank_account,
         "amount": a.operation.amount().minor(),
         "maker": a.maker,
         "maker_level": a.maker_level,
@@ -644,7 +643,10 @@ async fn approve(
     if approval.maker == caller.user.id {
         return Err(ApiError::new(ErrorCode::SelfApproval));
     }
-    let currency = merchant_currency(&state, &caller).await?;
+    let currency = match approval.operation {
+        domain::ApprovalOperation::BankAccount { .. } => String::new(),
+        _ => merchant_currency(&state, &caller).await?,
+    };
     let requested = operation(
         &caller,
         "approve",
@@ -742,7 +744,75 @@ async fn payout(
             kind,
         }),
     };
-    match submit(&state, vec![Command::RequestApproval(approval)])
+    request_approval(&state, approval).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BankAccountBody {
+    holder: String,
+    number: String,
+    bank: String,
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
+}
+
+/// A change of the merchant's bank account: needs `manage_bank_account`, a step-up whose
+/// challenge (action `bank_account`, amount 0) names the new account number, and another
+/// user's approval, which puts it in force.
+async fn change_bank_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::MANAGE_BANK_ACCOUNT, "manage_bank_account")?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: BankAccountBody = parse(&body)?;
+    let account = domain::BankAccount {
+        holder: request.holder,
+        number: request.number,
+        bank: request.bank,
+    };
+    let valid = |text: &str| !text.trim().is_empty() && text.chars().count() <= 128;
+    if !valid(&account.holder)
+        || !valid(&account.bank)
+        || !domain::is_valid_external_id(&account.number)
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "holder, number and bank are required (number: letters, digits, - _ .).".to_owned(),
+        ));
+    }
+    let requested = operation(&caller, "bank_account", 0, "", &account.number);
+    let level = step_up(
+        &state,
+        &caller,
+        &requested,
+        &request.challenge_id,
+        Proof::Signature(&request.signature),
+        Secret::new(request.payment_password),
+    )
+    .await?;
+    let approval = domain::NewApproval {
+        id: request.challenge_id.replacen("chl_", "apr_", 1),
+        maker: caller.user.id.clone(),
+        maker_device: caller.device_id.clone(),
+        maker_level: level.as_str().to_owned(),
+        operation: domain::ApprovalOperation::BankAccount {
+            merchant_id: caller.user.merchant_id.clone(),
+            account,
+        },
+    };
+    request_approval(&state, approval).await
+}
+
+/// Files an approval request; answers 202 with the pending approval.
+async fn request_approval(state: &AppState, approval: domain::NewApproval) -> ApiResult {
+    match submit(state, vec![Command::RequestApproval(approval)])
         .await?
         .into_iter()
         .next()
@@ -752,7 +822,7 @@ async fn payout(
         }
         Some(Err(error)) => Err(ApiError::from(error)),
         _ => Err(ApiError::internal(
-            "a payout request answered something else",
+            "an approval request answered something else",
         )),
     }
 }

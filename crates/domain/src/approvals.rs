@@ -22,6 +22,12 @@ pub enum ApprovalOperation {
     Refund(RefundRequest),
     /// Every payout from the merchant app waits for approval.
     Payout(PayoutRequest),
+    /// So does every change of the account payouts go to; approval makes it a new version of
+    /// the merchant's terms, in force at once.
+    BankAccount {
+        merchant_id: String,
+        account: crate::terms::BankAccount,
+    },
 }
 
 impl ApprovalOperation {
@@ -29,6 +35,7 @@ impl ApprovalOperation {
         match self {
             ApprovalOperation::Refund(_) => "refund",
             ApprovalOperation::Payout(_) => "payout",
+            ApprovalOperation::BankAccount { .. } => "bank_account",
         }
     }
 
@@ -36,6 +43,7 @@ impl ApprovalOperation {
         match self {
             ApprovalOperation::Refund(r) => r.amount,
             ApprovalOperation::Payout(p) => p.amount,
+            ApprovalOperation::BankAccount { .. } => Amount::ZERO,
         }
     }
 }
@@ -257,6 +265,15 @@ impl Platform {
                     return Err(refused(ApprovalError::NotAllowed));
                 }
             }
+            ApprovalOperation::BankAccount { merchant_id, .. } => {
+                if *merchant_id != maker.merchant_id
+                    || !maker
+                        .effective()
+                        .contains(auth::Permissions::MANAGE_BANK_ACCOUNT)
+                {
+                    return Err(refused(ApprovalError::NotAllowed));
+                }
+            }
         }
         let approval = Approval {
             id: new.id.clone(),
@@ -332,6 +349,31 @@ impl Platform {
                     self.user_refund(now, &approval.maker, request, level_cap)?
                 }
                 ApprovalOperation::Payout(request) => self.request_payout(now, request)?,
+                ApprovalOperation::BankAccount {
+                    merchant_id,
+                    account,
+                } => {
+                    let merchant = self
+                        .merchant(merchant_id)
+                        .ok_or(DomainError::UnknownMerchant)?;
+                    let mut terms = merchant.terms_at(now).clone();
+                    // Versions scheduled for later keep their other terms and get the new
+                    // account too, instead of being replaced.
+                    let later: Vec<crate::terms::MerchantTerms> = merchant
+                        .terms
+                        .iter()
+                        .filter(|t| t.effective_from > now)
+                        .cloned()
+                        .collect();
+                    terms.bank_account = Some(account.clone());
+                    let outcome = self.set_merchant_terms(now, merchant_id, &terms)?;
+                    let mut last = outcome;
+                    for mut version in later {
+                        version.bank_account = Some(account.clone());
+                        last = self.set_merchant_terms(now, merchant_id, &version)?;
+                    }
+                    last
+                }
             };
             Some(Box::new(outcome))
         } else {

@@ -901,7 +901,7 @@ impl Platform {
         })
     }
 
-    fn set_merchant_terms(
+    pub(crate) fn set_merchant_terms(
         &mut self,
         now: Timestamp,
         merchant_id: &str,

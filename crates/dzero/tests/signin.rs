@@ -1416,3 +1416,77 @@ async fn a_payout_is_bound_to_the_bank_account_and_runs_only_on_another_users_ap
     assert_eq!(payouts["data"].as_array().unwrap().len(), 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_bank_account_change_needs_step_up_and_another_users_approval() {
+    let server = merchants().await;
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    boss.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    let challenge = boss
+        .signed_challenge(&json!({"action": "bank_account", "amount": 0, "currency": "", "destination": "6222000000000009"}))
+        .await
+        .unwrap();
+    let body = |number: &str, challenge: &(String, String)| {
+        json!({"holder": "Merchant one", "number": number, "bank": "ICBC",
+               "challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})
+    };
+    // The challenge names the new account: another number under it is refused.
+    let swapped = boss
+        .call(
+            "PUT",
+            "/v1/me/bank-account",
+            Some(&body("6222000000000666", &challenge)),
+        )
+        .await;
+    assert_eq!(code(&swapped), "step_up_failed");
+    let challenge = boss
+        .signed_challenge(&json!({"action": "bank_account", "amount": 0, "currency": "", "destination": "6222000000000009"}))
+        .await
+        .unwrap();
+    let waiting = boss
+        .call(
+            "PUT",
+            "/v1/me/bank-account",
+            Some(&body("6222000000000009", &challenge)),
+        )
+        .await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.json());
+    let approval_id = waiting.json()["id"].as_str().unwrap().to_owned();
+    let mut admin = server.admin().await;
+    let before = admin.get("/v1/merchants/M1").await.unwrap().json();
+    assert!(
+        !before.to_string().contains("6222000000000009"),
+        "not in force before approval"
+    );
+
+    let mut checker = operator(&server, &mut boss, "checker", &["view", "approve"], 6).await;
+    checker
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+    let approve = checker
+        .signed_challenge(
+            &json!({"action": "approve", "amount": 0, "currency": "", "destination": approval_id}),
+        )
+        .await
+        .unwrap();
+    let decided = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/approve"),
+            Some(&json!({"challenge_id": approve.0, "signature": approve.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{:?}", decided.json());
+    let after = admin.get("/v1/merchants/M1").await.unwrap().json();
+    assert!(after.to_string().contains("6222000000000009"), "{after}");
+    server.stop().await;
+}

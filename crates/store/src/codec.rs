@@ -560,6 +560,13 @@ pub fn encode(input: &Input) -> String {
                         "merchant_id": r.merchant_id, "amount": r.amount.minor(),
                         "kind": kind_text(r.kind),
                     }),
+                    domain::ApprovalOperation::BankAccount {
+                        merchant_id,
+                        account,
+                    } => json!({
+                        "action": "bank_account", "merchant_id": merchant_id,
+                        "holder": account.holder, "number": account.number, "bank": account.bank,
+                    }),
                 };
                 if let (Value::Object(target), Value::Object(fields)) = (&mut value, operation) {
                     target.extend(fields);
@@ -727,6 +734,14 @@ pub fn decode(text: &str) -> StoreResult<Input> {
                     amount: f.amount("amount")?,
                     kind: read_kind(&f.str("kind")?)?,
                 }),
+                "bank_account" => domain::ApprovalOperation::BankAccount {
+                    merchant_id: f.str("merchant_id")?,
+                    account: domain::BankAccount {
+                        holder: f.str("holder")?,
+                        number: f.str("number")?,
+                        bank: f.str("bank")?,
+                    },
+                },
                 _ => return Err(corrupt("approval action")),
             };
             Command::RequestApproval(domain::NewApproval {
@@ -973,6 +988,20 @@ mod tests {
                     amount: Amount::from_minor(70_000),
                     kind: PayoutKind::Withdrawal,
                 }),
+            })),
+            Input::Command(Command::RequestApproval(domain::NewApproval {
+                id: "apr_3".into(),
+                maker: "u2".into(),
+                maker_device: "d1".into(),
+                maker_level: "signed_two_factor".into(),
+                operation: domain::ApprovalOperation::BankAccount {
+                    merchant_id: "M1".into(),
+                    account: domain::BankAccount {
+                        holder: "Merchant one".into(),
+                        number: "6222000000000002".into(),
+                        bank: "ICBC".into(),
+                    },
+                },
             })),
             Input::Command(Command::DecideApproval {
                 id: "apr_1".into(),
