@@ -1490,3 +1490,125 @@ async fn a_bank_account_change_needs_step_up_and_another_users_approval() {
     assert!(after.to_string().contains("6222000000000009"), "{after}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_approved_withdrawal_from_the_app_is_paid_from_available_claims() {
+    let server = TestServer::sandbox("2026-11-24T09:00:00+08:00").await;
+    let mut admin = server.admin().await;
+    for (path, body) in [
+        (
+            "/v1/channels",
+            json!({"id": "C1", "name": "c", "currency": "CNY", "cost": {"rate_ppm": 2500}}),
+        ),
+        (
+            "/v1/merchants",
+            json!({"id": "M1", "name": "m", "currency": "CNY", "fee": {"rate_ppm": 3800},
+            "bank_account": {"holder": "m", "number": "6222000000000001", "bank": "b"}}),
+        ),
+        (
+            "/v1/payments",
+            json!({"channel_id": "C1", "merchant_id": "M1", "channel_trade_no": "T1",
+            "merchant_order_no": "O1", "amount": 1_000_000, "currency": "CNY",
+            "paid_at": "2026-11-24T09:00:00+08:00"}),
+        ),
+        (
+            "/v1/test-clock/advance",
+            json!({"to": "2026-11-25T02:00:00+08:00"}),
+        ),
+        (
+            "/v1/channel-settlements",
+            json!({"channel_id": "C1", "business_date": "2026-11-24",
+            "amount": 997_500, "bank_reference": "B1"}),
+        ),
+        (
+            "/v1/merchants/M1/users",
+            json!({"username": "boss", "password": PASSWORD}),
+        ),
+    ] {
+        let response = admin.post(path, &body).await.unwrap();
+        assert!(response.status < 300, "{path}: {:?}", response.json());
+    }
+    let balances = admin.get("/v1/merchants/M1/balances").await.unwrap().json();
+    assert_eq!(balances["available"], 996_200);
+    // The apps run on the sandbox's time.
+    let clock = admin.get("/v1/test-clock").await.unwrap().json();
+    let server_time = clock["now"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert_eq!(server_time, 1_795_543_200, "2026-11-25T02:00:00+08:00");
+    let mut boss = MerchantApp::install(server.addr, "phone-1", 1).await;
+    boss.server_time = Some(server_time);
+    assert_eq!(boss.sign_in("M1", "boss", PASSWORD).await.status, 200);
+    boss.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    let created = boss
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "checker", "password": PASSWORD, "permissions": ["view", "approve"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let mut checker = MerchantApp::install(server.addr, "phone-checker", 6).await;
+    checker.server_time = Some(server_time);
+    checker.sign_in("M1", "checker", PASSWORD).await;
+    boss.call("POST", "/v1/me/devices/phone-checker/confirm", None)
+        .await;
+    assert_eq!(checker.sign_in("M1", "checker", PASSWORD).await.status, 200);
+    checker
+        .call(
+            "PUT",
+            "/v1/me/payment-password",
+            Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+        )
+        .await;
+
+    let challenge = boss
+        .signed_challenge(&json!({"action": "payout", "amount": 500_000, "currency": "CNY", "destination": "6222000000000001"}))
+        .await
+        .unwrap();
+    let waiting = boss
+        .call(
+            "POST",
+            "/v1/me/payouts",
+            Some(
+                &json!({"amount": 500_000, "kind": "withdrawal", "challenge_id": challenge.0,
+                         "signature": challenge.1, "payment_password": PIN}),
+            ),
+        )
+        .await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.json());
+    let approval_id = waiting.json()["id"].as_str().unwrap().to_owned();
+    let approve = checker
+        .signed_challenge(&approve_operation(&approval_id, 500_000))
+        .await
+        .unwrap();
+    let decided = checker
+        .call(
+            "POST",
+            &format!("/v1/me/approvals/{approval_id}/approve"),
+            Some(&json!({"challenge_id": approve.0, "signature": approve.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{:?}", decided.json());
+    let decided = decided.json();
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["payout"]["amount"], 500_000);
+    assert_eq!(decided["payout"]["kind"], "withdrawal");
+    let payouts = admin
+        .get("/v1/payouts?merchant_id=M1")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(payouts["data"].as_array().unwrap().len(), 1);
+    let trial = admin.get("/v1/ledger/trial-balance").await.unwrap().json();
+    assert_eq!(trial["balanced"], true);
+    server.stop().await;
+}

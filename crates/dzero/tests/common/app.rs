@@ -26,6 +26,8 @@ pub struct MerchantApp {
     proofs: u64,
     /// Distinguishes the proofs of twins (same device, other connections).
     tag: String,
+    /// The server's time when it runs on the sandbox clock (seconds); `None`: the real clock.
+    pub server_time: Option<i64>,
 }
 
 fn now_seconds() -> i64 {
@@ -47,6 +49,7 @@ impl MerchantApp {
             refresh_token: None,
             proofs: 0,
             tag: String::new(),
+            server_time: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl MerchantApp {
             refresh_token: self.refresh_token.clone(),
             proofs: 0,
             tag: tag.to_owned(),
+            server_time: self.server_time,
         }
     }
 
@@ -110,11 +114,12 @@ impl MerchantApp {
     pub fn proof(&mut self, method: &str, path: &str, access_token: Option<&str>) -> String {
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         self.proofs += 1;
+        let now = self.server_time.unwrap_or_else(now_seconds);
         let mut claims = json!({
-            "jti": format!("{}-{}-{}-{}", self.device_id, self.tag, now_seconds(), self.proofs),
+            "jti": format!("{}-{}-{}-{}", self.device_id, self.tag, now, self.proofs),
             "htm": method,
             "htu": format!("{}{path}", self.base),
-            "iat": now_seconds(),
+            "iat": now,
         });
         if let Some(token) = access_token {
             claims["ath"] = json!(auth::dpop::token_hash(token));
