@@ -605,6 +605,7 @@ pub fn document() -> Value {
             "/v1/me/devices/{id}/lost": { "post": merchant_op("Report a device lost ({\"lost\": true}) or found ({\"lost\": false}); losing it ends its sessions.") },
             "/v1/me/sessions": { "get": merchant_op("The caller's sessions, live and ended, with why they ended.") },
             "/v1/me/sessions/{id}": { "delete": merchant_op("End a session (the owner, or a device manager of the merchant).") },
+            "/v1/me/notifications": { "get": merchant_op("The caller's security notifications, oldest first, ?after=seq: a new device registered, a device confirmed, revoked, lost or found, a sign-in, a stolen refresh token, a locked payment password, being disabled. next_after pages on.") },
             "/v1/me/login-policy": { "put": merchant_op("The master sets the merchant's concurrent-login policy: {\"mode\": \"allow_up_to\", \"devices\": 1–5}, {\"mode\": \"single_session\"} or {\"mode\": \"refuse_new\"}.") },
             "/v1/me/balances": { "get": merchant_op("The caller's merchant balances (needs view).") },
             "/v1/me/payments": { "get": merchant_op("The order query over the caller's merchant only (needs view); the same filters and paging as GET /v1/payments, merchant_id ignored.") },

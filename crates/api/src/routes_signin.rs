@@ -112,6 +112,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/sessions", get(my_sessions))
         .route("/v1/me/sessions/{id}", delete(end_session))
         .route("/v1/me/login-policy", put(set_policy))
+        .route("/v1/me/notifications", get(notifications))
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -854,4 +855,81 @@ async fn set_policy(
             "setting the policy answered something else",
         )),
     }
+}
+
+/// Security events that concern a user, told to all of its devices.
+const NOTIFIED_ACTIONS: [&str; 9] = [
+    "device_registered",
+    "device_confirmed",
+    "device_revoked",
+    "device_lost",
+    "device_found",
+    "session_started",
+    "refresh_token_reused",
+    "payment_password_locked",
+    "user_disabled",
+];
+/// Audit entries looked at per request at most.
+const NOTIFICATION_SCAN_MAX: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsQuery {
+    after: Option<u64>,
+}
+
+/// The caller's security notifications, oldest first: a new device registered for it, a
+/// device of its confirmed, revoked, lost or found, a sign-in elsewhere, a stolen refresh
+/// token, a locked payment password. `next_after` pages on.
+async fn notifications(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    q: Result<axum::extract::Query<NotificationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    let after = crate::routes::query(q)?.after.unwrap_or(0);
+    let user_id = caller.user.id.clone();
+    let (events, next_after) = state
+        .engine
+        .query(move |p| {
+            let mine: Vec<String> = p
+                .devices()
+                .user_devices(&user_id)
+                .map(|d| format!("device={}", d.id))
+                .collect();
+            let audit = p.directory().audit();
+            let start = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(audit.len());
+            let window = &audit[start..audit.len().min(start + NOTIFICATION_SCAN_MAX)];
+            let events: Vec<Value> = window
+                .iter()
+                .filter(|e| NOTIFIED_ACTIONS.contains(&e.record.action.as_str()))
+                .filter(|e| {
+                    e.record.user_id == user_id
+                        || e.record
+                            .detail
+                            .split(' ')
+                            .any(|t| mine.iter().any(|d| d == t))
+                })
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "at": format_timestamp(ledger::Timestamp(e.record.at_micros)),
+                        "event": e.record.action,
+                        "by": e.record.user_id,
+                        "device_id": e.record.device_id,
+                        "detail": e.record.detail,
+                    })
+                })
+                .collect();
+            (events, window.last().map(|e| e.seq))
+        })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "data": events, "next_after": next_after }),
+    ))
 }

@@ -1612,3 +1612,49 @@ async fn an_approved_withdrawal_from_the_app_is_paid_from_available_claims() {
     assert_eq!(trial["balanced"], true);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_users_devices_are_told_of_a_new_device_and_of_its_confirmation() {
+    let server = merchants().await;
+    let mut first = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let mut second = MerchantApp::install(server.addr, "phone-2", 2).await;
+    assert_eq!(
+        code(&second.sign_in("M1", "boss", PASSWORD).await),
+        "device_not_active"
+    );
+    let told = first.call("GET", "/v1/me/notifications", None).await.json();
+    let events: Vec<&str> = told["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"device_registered"), "{told}");
+    first
+        .call("POST", "/v1/me/devices/phone-2/confirm", None)
+        .await;
+    let after = told["next_after"].as_u64().unwrap();
+    let newer = first
+        .call("GET", &format!("/v1/me/notifications?after={after}"), None)
+        .await
+        .json();
+    let events: Vec<&str> = newer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["device_confirmed"], "{newer}");
+    // Another merchant's user hears nothing of it.
+    let mut other = signed_in(&server, "M2", "other", "phone-m2", 3).await;
+    let theirs = other.call("GET", "/v1/me/notifications", None).await.json();
+    assert!(
+        theirs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["by"] == "M2.other"),
+        "{theirs}"
+    );
+    server.stop().await;
+}
