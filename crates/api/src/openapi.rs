@@ -609,6 +609,7 @@ pub fn document() -> Value {
             "/v1/me/login-policy": { "put": merchant_op("The master sets the merchant's concurrent-login policy: {\"mode\": \"allow_up_to\", \"devices\": 1–5}, {\"mode\": \"single_session\"} or {\"mode\": \"refuse_new\"}.") },
             "/v1/me/balances": { "get": merchant_op("The caller's merchant balances (needs view).") },
             "/v1/me/payments": { "get": merchant_op("The order query over the caller's merchant only (needs view); the same filters and paging as GET /v1/payments, merchant_id ignored.") },
+            "/v1/me/transactions": { "get": merchant_op("Transaction detail of one of the caller's merchant accounts, ?account=pending|available|frozen|advanced|debt, newest first, cursor paging (needs view).") },
             "/v1/me/statement": { "get": merchant_op("The caller's merchant statement of ?date=YYYY-MM-DD (its lots of that business date and that day's payouts), JSON or CSV with format=csv (needs view).") },
             "/v1/me/payments/{id}": { "get": merchant_op("One payment of the caller's merchant (needs view); another merchant's answers 404.") },
             "/v1/me/users": {

@@ -828,10 +828,10 @@ async fn get_account(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TransfersQuery {
-    account_id: Option<u64>,
-    cursor: Option<String>,
-    limit: Option<u32>,
+pub(crate) struct TransfersQuery {
+    pub(crate) account_id: Option<u64>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// An account's transaction detail, newest first. The cursor is the sequence number where the
@@ -842,7 +842,11 @@ async fn list_transfers(
     q: Result<Query<TransfersQuery>, QueryRejection>,
 ) -> ApiResult {
     authorize(&state, &headers, Scope::Read).await?;
-    let q = query(q)?;
+    transfers_page(&state, query(q)?).await
+}
+
+/// A page of an account's transaction detail (shared with the merchant app's route).
+pub(crate) async fn transfers_page(state: &AppState, q: TransfersQuery) -> ApiResult {
     let limit = page_limit(q.limit)?;
     let account = AccountId(q.account_id.ok_or_else(|| {
         ApiError::with_message(ErrorCode::InvalidRequest, "account_id is required.")
@@ -860,7 +864,7 @@ async fn list_transfers(
             .filter(|seq| *seq <= last_seq)
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidCursor))?,
     };
-    let history = read_store(&state, move |r| {
+    let history = read_store(state, move |r| {
         // A cursor must name an entry of this account's history.
         if start != 0
             && r.transfer(start)?

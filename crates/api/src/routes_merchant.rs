@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/payments", get(payments))
         .route("/v1/me/payments/{id}", get(payment))
         .route("/v1/me/statement", get(statement))
+        .route("/v1/me/transactions", get(transactions))
         .route("/v1/me/users", get(users).post(create_operator))
         .route("/v1/me/users/{id}/permissions", put(set_permissions))
         .route("/v1/me/users/{id}/disabled", post(set_disabled))
@@ -277,4 +278,51 @@ async fn statement(
         q.format.as_deref(),
     )
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransactionsQuery {
+    /// `pending`, `available`, `frozen`, `advanced` or `debt`.
+    account: String,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Transaction detail of one of the caller's merchant accounts, newest first.
+async fn transactions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    q: Result<Query<TransactionsQuery>, QueryRejection>,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::VIEW, "view")?;
+    let q = query(q)?;
+    let id = caller.user.merchant_id.clone();
+    let accounts = state
+        .engine
+        .query(move |p| p.merchant(&id).map(|m| m.accounts))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let account = match q.account.as_str() {
+        "pending" => accounts.pending,
+        "available" => accounts.available,
+        "frozen" => accounts.frozen,
+        "advanced" => accounts.advanced,
+        "debt" => accounts.debt,
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "account is pending, available, frozen, advanced or debt.",
+            ));
+        }
+    };
+    let page = crate::routes::TransfersQuery {
+        account_id: Some(account.0),
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    crate::routes::transfers_page(&state, page).await
 }

@@ -388,18 +388,32 @@ impl Platform {
         decided.checker = Some(checker.to_owned());
         decided.decided_at = Some(now);
         let approval = decided.clone();
-        self.audit(
-            now,
-            &approval.merchant_id,
-            checker,
-            Some(checker_device.to_owned()),
-            if approve {
+        // The record is the maker's operation, with the checker as its approver.
+        self.directory_mut().append_audit(auth::AuditRecord {
+            at_micros: now.micros(),
+            merchant_id: approval.merchant_id.clone(),
+            user_id: approval.maker.clone(),
+            device_id: Some(checker_device.to_owned()),
+            action: if approve {
                 "approval_approved"
             } else {
                 "approval_rejected"
+            }
+            .to_owned(),
+            // Approving passes the checker's own step-up; rejecting needs none.
+            factors: if approve {
+                vec!["device_signature".to_owned(), "payment_password".to_owned()]
+            } else {
+                Vec::new()
             },
-            format!("approval={id} maker={}", approval.maker),
-        );
+            approver: Some(checker.to_owned()),
+            detail: format!(
+                "approval={id} action={} amount={} maker_level={}",
+                approval.operation.action(),
+                approval.operation.amount().minor(),
+                approval.maker_level
+            ),
+        });
         Ok(Outcome::Approval { approval, result })
     }
 }

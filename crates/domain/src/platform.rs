@@ -497,6 +497,10 @@ impl Platform {
         &self.approvals
     }
 
+    pub(crate) fn directory_mut(&mut self) -> &mut auth::Directory {
+        &mut self.directory
+    }
+
     /// Appends a record to the audit chain.
     pub(crate) fn audit(
         &mut self,

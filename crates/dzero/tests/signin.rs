@@ -995,6 +995,18 @@ async fn a_refund_above_the_threshold_runs_only_when_another_user_approves_it() 
     assert_eq!(code(&again), "approval_conflict");
     let listed = boss.call("GET", "/v1/me/approvals", None).await.json();
     assert_eq!(listed["data"][0]["status"], "approved");
+    // The audit names the maker as the user and the checker as the approver.
+    let mut admin = server.admin().await;
+    let audit = admin.get("/v1/audit").await.unwrap().json();
+    let entry = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "approval_approved")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["user_id"], "M1.boss");
+    assert_eq!(entry["approver"], "M1.checker");
     server.stop().await;
 }
 
@@ -1656,5 +1668,26 @@ async fn a_users_devices_are_told_of_a_new_device_and_of_its_confirmation() {
             .all(|e| e["by"] == "M2.other"),
         "{theirs}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_app_reads_transaction_detail_of_its_own_accounts_only() {
+    let (server, mut boss, _) = refundable().await;
+    let pending = boss
+        .call("GET", "/v1/me/transactions?account=pending", None)
+        .await;
+    assert_eq!(pending.status, 200, "{:?}", pending.json());
+    let amounts: Vec<i64> = pending.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [996_200], "the pay-in's claim");
+    let bad = boss
+        .call("GET", "/v1/me/transactions?account_id=1", None)
+        .await;
+    assert_eq!(bad.status, 400, "no raw account ids from the app");
     server.stop().await;
 }
