@@ -84,10 +84,11 @@ pub enum ErrorCode {
     ApprovalConflict,
     SelfApproval,
     LevelCapExceeded,
+    UseDpopNonce,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 74] = [
+    pub const ALL: [ErrorCode; 75] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -162,6 +163,7 @@ impl ErrorCode {
         ErrorCode::ApprovalConflict,
         ErrorCode::SelfApproval,
         ErrorCode::LevelCapExceeded,
+        ErrorCode::UseDpopNonce,
     ];
 
     /// (machine code, HTTP status, default message)
@@ -282,6 +284,11 @@ impl ErrorCode {
                 "level_cap_exceeded",
                 S::FORBIDDEN,
                 "Without the device's signature, refunds are capped at 5,000.00 a day (two factors) or 1,000.00 (one); sign with the device.",
+            ),
+            ErrorCode::UseDpopNonce => (
+                "use_dpop_nonce",
+                S::UNAUTHORIZED,
+                "The DPoP proof must carry the server's current nonce, given in the DPoP-Nonce header of every response; sign a new proof with it.",
             ),
             ErrorCode::InvalidPassword => (
                 "invalid_password",

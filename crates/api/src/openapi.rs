@@ -488,7 +488,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "description": "A platform API key, dzk_…" },
-                "dpop": { "type": "http", "scheme": "DPoP", "description": "A merchant user's access token (`Authorization: DPoP dza…`) with a `DPoP` header: an ES256 proof (RFC 9449) for this method and URL, signed by the device key the token is bound to, carrying the token's hash and a fresh jti." }
+                "dpop": { "type": "http", "scheme": "DPoP", "description": "A merchant user's access token (`Authorization: DPoP dza…`) with a `DPoP` header: an ES256 proof (RFC 9449) for this method and URL, signed by the device key the token is bound to, carrying the token's hash, a fresh jti and the server's nonce (every response carries the current one in its DPoP-Nonce header; a proof without it answers use_dpop_nonce)." }
             },
             "schemas": schemas()
         },

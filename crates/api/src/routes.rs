@@ -67,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes_stepup::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            crate::routes_signin::add_dpop_nonce,
+        ))
         .with_state(state)
 }
 

@@ -287,6 +287,14 @@ fn check_proof(
         lock(&state.signin.seen_jti).seen.contains_key(jti)
     })
     .map_err(|e| ApiError::with_message(ErrorCode::InvalidDpopProof, format!("{e}.")))?;
+    // Server nonces (RFC 9449 section 8) bound how long a proof made in advance stays usable.
+    if !verified
+        .nonce
+        .as_deref()
+        .is_some_and(|n| state.signin.token_key.dpop_nonce_fresh(n, now))
+    {
+        return Err(ApiError::new(ErrorCode::UseDpopNonce));
+    }
     if !lock(&state.signin.seen_jti).insert(&verified.jti, now) {
         return Err(ApiError::with_message(
             ErrorCode::InvalidDpopProof,
@@ -932,4 +940,16 @@ async fn notifications(
         StatusCode::OK,
         &json!({ "data": events, "next_after": next_after }),
     ))
+}
+
+/// Hands the current DPoP nonce to every client with every response.
+pub(crate) async fn add_dpop_nonce(
+    State(state): State<AppState>,
+    mut response: Response,
+) -> Response {
+    let nonce = state.signin.token_key.dpop_nonce(now_seconds(&state));
+    if let Ok(value) = header::HeaderValue::from_str(&nonce) {
+        response.headers_mut().insert("dpop-nonce", value);
+    }
+    response
 }

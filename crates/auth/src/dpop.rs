@@ -67,6 +67,8 @@ pub struct Expected<'a> {
 pub struct Verified {
     pub jti: String,
     pub thumbprint: String,
+    /// The server nonce the proof carries, for callers that accept more than one (rotation).
+    pub nonce: Option<String>,
 }
 
 fn decode_json(part: &str) -> Result<Value, DpopError> {
@@ -184,6 +186,7 @@ pub fn verify(
     Ok(Verified {
         jti: jti.to_owned(),
         thumbprint,
+        nonce: claims["nonce"].as_str().map(str::to_owned),
     })
 }
 

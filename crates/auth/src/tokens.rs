@@ -26,6 +26,8 @@ use crate::pkce;
 pub const CODE_SECONDS: i64 = 60;
 /// Outstanding codes at most; beyond it the oldest are dropped.
 pub const CODES_MAX: usize = 100_000;
+/// How long a DPoP server nonce is handed out (seconds); the previous one is still accepted.
+pub const NONCE_SECONDS: i64 = 300;
 /// How long an access token is valid (seconds).
 pub const ACCESS_TOKEN_SECONDS: i64 = 300;
 /// Longest accepted client id or redirect URI.
@@ -192,6 +194,20 @@ impl TokenKey {
         let mut mac = <Hmac<Sha256> as KeyInit>::new(&self.key.into());
         mac.update(format!("{session_id}\0{thumbprint}\0{expires_at}").as_bytes());
         mac
+    }
+
+    /// The DPoP server nonce of the `NONCE_SECONDS` window containing `now_seconds`: derived,
+    /// not stored, so every server holding the pepper agrees on it.
+    pub fn dpop_nonce(&self, now_seconds: i64) -> String {
+        let window = now_seconds.div_euclid(NONCE_SECONDS);
+        let tag = self.mac("dpop-nonce", "", window).finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(&tag[..16])
+    }
+
+    /// Whether `nonce` is the current window's or the previous one's.
+    pub fn dpop_nonce_fresh(&self, nonce: &str, now_seconds: i64) -> bool {
+        nonce == self.dpop_nonce(now_seconds)
+            || nonce == self.dpop_nonce(now_seconds - NONCE_SECONDS)
     }
 
     /// A token for `session_id`, bound to the device key `thumbprint`.
@@ -446,6 +462,24 @@ mod tests {
         for junk in ["", "dza", "dza.s1.1300", "Bearer x", "dza.s1.x.y"] {
             assert_eq!(key.check(junk, "jkt-1", 1_000), Err(TokenError::Invalid));
         }
+    }
+
+    #[test]
+    fn dpop_nonces_rotate_and_the_previous_one_still_counts() {
+        let key = TokenKey::from_pepper(b"pepper");
+        let now = 1_790_000_100;
+        let current = key.dpop_nonce(now);
+        assert!(key.dpop_nonce_fresh(&current, now));
+        assert!(
+            key.dpop_nonce_fresh(&current, now + NONCE_SECONDS),
+            "one window later"
+        );
+        assert!(
+            !key.dpop_nonce_fresh(&current, now + 2 * NONCE_SECONDS),
+            "two windows later"
+        );
+        assert!(!key.dpop_nonce_fresh("made-up", now));
+        assert_ne!(TokenKey::from_pepper(b"other").dpop_nonce(now), current);
     }
 
     #[test]

@@ -217,6 +217,8 @@ async fn a_stolen_token_used_with_another_key_is_refused() {
     let mut victim = signed_in(&server, "M1", "boss", "phone-1", 1).await;
     let stolen = victim.access_token.clone().unwrap();
     let mut thief = MerchantApp::install(server.addr, "thief", 9).await;
+    // The nonce is public: every response carries it.
+    thief.nonce = victim.nonce.clone();
     let proof = thief.proof("GET", "/v1/me", Some(&stolen));
     let refused = thief.send("GET", "/v1/me", &stolen, &proof, None).await;
     assert_eq!(refused.status, 401);
@@ -1689,5 +1691,24 @@ async fn the_app_reads_transaction_detail_of_its_own_accounts_only() {
         .call("GET", "/v1/me/transactions?account_id=1", None)
         .await;
     assert_eq!(bad.status, 400, "no raw account ids from the app");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_proof_without_the_current_server_nonce_is_refused() {
+    let server = merchants().await;
+    let mut app = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let token = app.access_token.clone().unwrap();
+    let current = app.nonce.clone().unwrap();
+    for stale in [None, Some("a-nonce-the-server-never-gave".to_owned())] {
+        app.nonce = stale;
+        let proof = app.proof("GET", "/v1/me", Some(&token));
+        let refused = app.send("GET", "/v1/me", &token, &proof, None).await;
+        assert_eq!(refused.status, 401);
+        assert_eq!(code(&refused), "use_dpop_nonce");
+        assert_eq!(refused.header("dpop-nonce"), Some(current.as_str()));
+    }
+    app.nonce = Some(current);
+    assert_eq!(app.call("GET", "/v1/me", None).await.status, 200);
     server.stop().await;
 }

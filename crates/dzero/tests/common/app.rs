@@ -28,6 +28,8 @@ pub struct MerchantApp {
     tag: String,
     /// The server's time when it runs on the sandbox clock (seconds); `None`: the real clock.
     pub server_time: Option<i64>,
+    /// The server's DPoP nonce, learnt from the `DPoP-Nonce` header of its responses.
+    pub nonce: Option<String>,
 }
 
 fn now_seconds() -> i64 {
@@ -50,6 +52,7 @@ impl MerchantApp {
             proofs: 0,
             tag: String::new(),
             server_time: None,
+            nonce: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl MerchantApp {
             proofs: 0,
             tag: tag.to_owned(),
             server_time: self.server_time,
+            nonce: self.nonce.clone(),
         }
     }
 
@@ -124,6 +128,9 @@ impl MerchantApp {
         if let Some(token) = access_token {
             claims["ath"] = json!(auth::dpop::token_hash(token));
         }
+        if let Some(nonce) = &self.nonce {
+            claims["nonce"] = json!(nonce);
+        }
         let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() });
         self.sign(&header, &claims)
     }
@@ -146,7 +153,42 @@ impl MerchantApp {
             "code_challenge": auth::pkce::challenge_of(verifier),
             "code_challenge_method": "S256",
         });
-        self.http.post("/v1/oauth/authorize", &body).await.unwrap()
+        let response = self.http.post("/v1/oauth/authorize", &body).await.unwrap();
+        self.learn(&response);
+        response
+    }
+
+    /// Keeps the server's current DPoP nonce.
+    pub fn learn(&mut self, response: &HttpResponse) {
+        if let Some(nonce) = response.header("dpop-nonce") {
+            self.nonce = Some(nonce.to_owned());
+        }
+    }
+
+    fn asks_for_nonce(response: &HttpResponse) -> bool {
+        response.status == 401 && response.json()["error"]["code"] == "use_dpop_nonce"
+    }
+
+    /// POSTs to the token endpoint with a fresh proof, once more if the nonce was stale.
+    async fn token_request(&mut self, body: &Value) -> HttpResponse {
+        for _ in 0..2 {
+            let proof = self.proof("POST", "/v1/oauth/token", None);
+            let response = self
+                .http
+                .request(
+                    "POST",
+                    "/v1/oauth/token",
+                    &[("dpop", &proof)],
+                    Some(body.to_string().as_bytes()),
+                )
+                .await
+                .unwrap();
+            self.learn(&response);
+            if !Self::asks_for_nonce(&response) {
+                return response;
+            }
+        }
+        panic!("the server kept asking for a nonce")
     }
 
     /// Step two: the code, the verifier and a proof for the tokens.
@@ -159,17 +201,7 @@ impl MerchantApp {
             "redirect_uri": REDIRECT_URI,
             "device_name": format!("phone {}", self.device_id),
         });
-        let proof = self.proof("POST", "/v1/oauth/token", None);
-        let response = self
-            .http
-            .request(
-                "POST",
-                "/v1/oauth/token",
-                &[("dpop", &proof)],
-                Some(body.to_string().as_bytes()),
-            )
-            .await
-            .unwrap();
+        let response = self.token_request(&body).await;
         self.keep_tokens(&response);
         response
     }
@@ -209,17 +241,7 @@ impl MerchantApp {
             "grant_type": "refresh_token",
             "refresh_token": self.refresh_token.clone().unwrap(),
         });
-        let proof = self.proof("POST", "/v1/oauth/token", None);
-        let response = self
-            .http
-            .request(
-                "POST",
-                "/v1/oauth/token",
-                &[("dpop", &proof)],
-                Some(body.to_string().as_bytes()),
-            )
-            .await
-            .unwrap();
+        let response = self.token_request(&body).await;
         self.keep_tokens(&response);
         response
     }
@@ -227,6 +249,11 @@ impl MerchantApp {
     /// A merchant request with the access token and a fresh proof.
     pub async fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
         let token = self.access_token.clone().unwrap();
+        let proof = self.proof(method, path, Some(&token));
+        let response = self.send(method, path, &token, &proof, body).await;
+        if !Self::asks_for_nonce(&response) {
+            return response;
+        }
         let proof = self.proof(method, path, Some(&token));
         self.send(method, path, &token, &proof, body).await
     }
@@ -242,7 +269,8 @@ impl MerchantApp {
     ) -> HttpResponse {
         let authorization = format!("DPoP {token}");
         let body = body.map(Value::to_string);
-        self.http
+        let response = self
+            .http
             .request(
                 method,
                 path,
@@ -250,6 +278,8 @@ impl MerchantApp {
                 body.as_deref().map(str::as_bytes),
             )
             .await
-            .unwrap()
+            .unwrap();
+        self.learn(&response);
+        response
     }
 }
