@@ -45,6 +45,8 @@ pub struct SignIn {
     codes: Mutex<Codes>,
     throttle: Mutex<LoginThrottle>,
     seen_jti: Mutex<JtiCache>,
+    /// The current DPoP nonce and its window, so responses do not each compute it.
+    nonce: Mutex<(i64, String)>,
     /// Step-up challenges awaiting their operation.
     pub(crate) challenges: Mutex<::auth::stepup::Challenges>,
     token_key: TokenKey,
@@ -67,6 +69,7 @@ impl SignIn {
             codes: Mutex::new(Codes::default()),
             throttle: Mutex::new(LoginThrottle::default()),
             seen_jti: Mutex::new(JtiCache::default()),
+            nonce: Mutex::new((i64::MIN, String::new())),
             challenges: Mutex::new(::auth::stepup::Challenges::default()),
             token_key: hasher.token_key(),
             dummy_hash,
@@ -947,7 +950,15 @@ pub(crate) async fn add_dpop_nonce(
     State(state): State<AppState>,
     mut response: Response,
 ) -> Response {
-    let nonce = state.signin.token_key.dpop_nonce(now_seconds(&state));
+    let now = now_seconds(&state);
+    let window = now.div_euclid(::auth::tokens::NONCE_SECONDS);
+    let nonce = {
+        let mut cached = lock(&state.signin.nonce);
+        if cached.0 != window {
+            *cached = (window, state.signin.token_key.dpop_nonce(now));
+        }
+        cached.1.clone()
+    };
     if let Ok(value) = header::HeaderValue::from_str(&nonce) {
         response.headers_mut().insert("dpop-nonce", value);
     }
