@@ -1712,3 +1712,26 @@ async fn a_proof_without_the_current_server_nonce_is_refused() {
     assert_eq!(app.call("GET", "/v1/me", None).await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_advertised_urls_are_https() {
+    let server = TestServer::start().await;
+    let mut client = server.anonymous().await;
+    let metadata = client
+        .request(
+            "GET",
+            "/.well-known/oauth-authorization-server",
+            &[("x-forwarded-proto", "https")],
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let issuer = metadata["issuer"].as_str().unwrap();
+    assert_eq!(issuer, format!("https://{}", server.addr));
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("{issuer}/v1/oauth/token")
+    );
+    server.stop().await;
+}
