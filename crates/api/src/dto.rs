@@ -133,6 +133,9 @@ pub struct CreatePayment {
     pub amount: Number,
     pub currency: String,
     pub paid_at: String,
+    /// The merchant's store (shop, branch) it was taken at, if any.
+    #[serde(default)]
+    pub store_id: Option<String>,
 }
 
 impl CreatePayment {
@@ -145,6 +148,7 @@ impl CreatePayment {
             amount: amount(&self.amount, "amount")?,
             currency: currency(&self.currency)?,
             paid_at: timestamp(&self.paid_at, "paid_at")?,
+            store_id: self.store_id.clone(),
         })
     }
 }
@@ -265,6 +269,7 @@ pub struct PaymentOut {
     pub channel_cost: i64,
     pub merchant_claim: i64,
     pub created_at: String,
+    pub store_id: Option<String>,
 }
 
 impl From<&Payment> for PaymentOut {
@@ -282,6 +287,7 @@ impl From<&Payment> for PaymentOut {
             channel_cost: p.channel_cost.minor(),
             merchant_claim: p.merchant_claim.minor(),
             created_at: format_timestamp(p.created_at),
+            store_id: p.store_id.clone(),
         }
     }
 }

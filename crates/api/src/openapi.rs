@@ -213,7 +213,8 @@ fn schemas() -> Value {
                 "merchant_order_no": { "type": "string" },
                 "amount": amount("Gross amount in minor units, > 0."),
                 "currency": { "type": "string" },
-                "paid_at": timestamp("When the channel says the customer paid.")
+                "paid_at": timestamp("When the channel says the customer paid."),
+                "store_id": { "type": ["string", "null"], "description": "The merchant's store (shop, branch) it was taken at, if any; operators may be limited to some stores." }
             }
         },
         "CreatePayments": {
@@ -245,7 +246,8 @@ fn schemas() -> Value {
                 "channel_cost": amount("What the channel charges the platform."),
                 "merchant_claim": amount("amount − merchant_fee: what the platform owes the merchant."),
                 "refunded": amount("Refunded and reversed so far (GET of one payment only)."),
-                "created_at": timestamp("When the platform recorded it.")
+                "created_at": timestamp("When the platform recorded it."),
+                "store_id": { "type": ["string", "null"] }
             }
         },
         "Account": {

@@ -132,6 +132,9 @@ pub struct NewPayment {
     pub amount: Amount,
     pub currency: Currency,
     pub paid_at: Timestamp,
+    /// The merchant's store (shop, branch) the payment was taken at, if the merchant has
+    /// several; operators may be limited to some stores.
+    pub store_id: Option<String>,
 }
 
 /// A recorded pay-in with the money it moved.
@@ -160,6 +163,8 @@ pub struct Payment {
     pub business_date: crate::calendar::Date,
     /// Position of the command that recorded it in the platform's sequence of inputs.
     pub op: u64,
+    /// The merchant's store it was taken at, if any.
+    pub store_id: Option<String>,
 }
 
 impl Payment {

@@ -418,6 +418,7 @@ impl TradeEntry {
             merchant_prev_id: self.merchant_prev_id,
             business_date: self.business_date,
             op: self.op,
+            store_id: new.store_id.clone(),
         }
     }
 }
@@ -953,6 +954,10 @@ impl Platform {
     fn record_payment(&mut self, now: Timestamp, new: &NewPayment) -> CommandResult {
         if !is_valid_external_id(&new.channel_trade_no)
             || !is_valid_external_id(&new.merchant_order_no)
+            || new
+                .store_id
+                .as_deref()
+                .is_some_and(|s| !is_valid_external_id(s))
         {
             return Err(DomainError::InvalidId);
         }
@@ -1083,6 +1088,7 @@ impl Platform {
             merchant_prev_id: self.merchant_last_payment[merchant_index as usize],
             business_date,
             op: self.ops + 1,
+            store_id: new.store_id.clone(),
         };
         self.next_payment_id += 1;
         self.merchant_last_payment[merchant_index as usize] = Some(payment_id);
@@ -1282,5 +1288,9 @@ fn payment_content(merchant_index: u32, new: &NewPayment) -> u64 {
     hasher.write_u64(new.amount.minor() as u64);
     hasher.write(new.currency.as_str().as_bytes());
     hasher.write_u64(new.paid_at.micros() as u64);
+    if let Some(store) = &new.store_id {
+        hasher.write_u64(store.len() as u64);
+        hasher.write(store.as_bytes());
+    }
     hasher.finish()
 }

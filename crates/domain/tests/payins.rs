@@ -53,6 +53,7 @@ fn payin(trade: &str, amount: i64) -> Command {
         amount: Amount::from_minor(amount),
         currency: Currency::CNY,
         paid_at: NOW,
+        store_id: None,
     })
 }
 

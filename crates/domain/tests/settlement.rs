@@ -227,6 +227,7 @@ fn payin(w: &mut World, trade: &str, gross: i64) {
             amount: Amount::from_minor(gross),
             currency: Currency::CNY,
             paid_at: w.now,
+            store_id: None,
         }))
         .unwrap();
     assert!(matches!(outcome, Outcome::PaymentRecorded(_)));

@@ -313,6 +313,7 @@ impl Sim {
                     amount: Amount::from_minor(amount as i64),
                     currency: Currency::CNY,
                     paid_at: self.now,
+                    store_id: None,
                 }));
                 if let Some(Outcome::PaymentRecorded(p)) = outcome {
                     self.payments

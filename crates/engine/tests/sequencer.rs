@@ -59,6 +59,7 @@ fn payin(trade: &str, amount: i64) -> Command {
         amount: Amount::from_minor(amount),
         currency: Currency::CNY,
         paid_at: Timestamp(1),
+        store_id: None,
     })
 }
 

@@ -27,6 +27,15 @@ impl<'a> Fields<'a> {
     fn value(&self, key: &str) -> StoreResult<&'a Value> {
         self.0.get(key).ok_or_else(|| corrupt(key))
     }
+    /// A string that may be absent or null (fields added after a log was written).
+    fn optional_str(&self, key: &str) -> StoreResult<Option<String>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(corrupt(key)),
+        }
+    }
+
     fn str(&self, key: &str) -> StoreResult<String> {
         self.value(key)?
             .as_str()
@@ -502,6 +511,7 @@ pub fn encode(input: &Input) -> String {
                 "t": "payment", "channel_id": p.channel_id, "merchant_id": p.merchant_id,
                 "trade": p.channel_trade_no, "order": p.merchant_order_no, "amount": p.amount.minor(),
                 "currency": p.currency.as_str(), "paid_at": p.paid_at.micros(),
+                "store_id": p.store_id,
             }),
             Command::RequestPayout(r) => json!({
                 "t": "payout", "request_id": r.request_id, "merchant_id": r.merchant_id,
@@ -665,6 +675,7 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             amount: f.amount("amount")?,
             currency: f.currency("currency")?,
             paid_at: Timestamp(f.i64("paid_at")?),
+            store_id: f.optional_str("store_id")?,
         }),
         "payout" => Command::RequestPayout(PayoutRequest {
             request_id: f.str("request_id")?,

@@ -47,6 +47,7 @@ fn payin(trade: &str, merchant: &str, amount: i64) -> Command {
         amount: Amount::from_minor(amount),
         currency: Currency::CNY,
         paid_at: T0,
+        store_id: None,
     })
 }
 

@@ -266,6 +266,7 @@ pub(crate) fn payment_input(payment: &Payment) -> LoggedInput {
             amount: payment.amount,
             currency: payment.currency,
             paid_at: payment.paid_at,
+            store_id: payment.store_id.clone(),
         })),
     }
 }

@@ -22,7 +22,8 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 /// Never edit a migration that has shipped: add a new one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 -- Every input that changed the platform's state, except pay-ins (their payment rows below
 -- are their log). Replayed in operation order on start.
 CREATE TABLE inputs (
@@ -98,7 +99,12 @@ CREATE TABLE api_keys (
     scopes      TEXT    NOT NULL,
     created_at  INTEGER NOT NULL
 ) STRICT;
-"];
+",
+    r"
+-- The merchant's store a payment was taken at (NULL: none given).
+ALTER TABLE payments ADD COLUMN store_id TEXT;
+",
+];
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -285,7 +291,8 @@ fn transfer_from_row(row: &Row<'_>) -> StoreResult<(Transfer, u64)> {
 
 const PAYMENT_COLUMNS: &str = "id, channel_id, merchant_id, channel_trade_no, merchant_order_no, \
                                amount, currency, paid_at, merchant_fee, channel_cost, \
-                               merchant_claim, created_at, merchant_prev_id, business_date, op";
+                               merchant_claim, created_at, merchant_prev_id, business_date, op, \
+                               store_id";
 
 fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
     Ok(Payment {
@@ -310,6 +317,7 @@ fn payment_from_row(row: &Row<'_>) -> StoreResult<Payment> {
                 .map_err(|_| StoreError::Corrupt("business date".into()))?,
         ),
         op: int_u64(row.get(14)?),
+        store_id: row.get(15)?,
     })
 }
 
@@ -412,7 +420,8 @@ fn bind_payment(
     s.raw_bind_parameter(base + 12, p.created_at.micros())?;
     s.raw_bind_parameter(base + 13, u64_int(p.merchant_prev_id.map_or(0, |id| id.0)))?;
     s.raw_bind_parameter(base + 14, i64::from(p.business_date.days()))?;
-    s.raw_bind_parameter(base + 15, u64_int(p.op))
+    s.raw_bind_parameter(base + 15, u64_int(p.op))?;
+    s.raw_bind_parameter(base + 16, p.store_id.as_deref())
 }
 
 impl Store for SqliteStore {

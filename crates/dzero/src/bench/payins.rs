@@ -151,5 +151,6 @@ fn payin(n: u64, merchants: u64) -> Command {
         amount: Amount::from_minor(1_000 + (n % 100_000) as i64),
         currency: Currency::CNY,
         paid_at: Timestamp(1_754_000_000_000_000),
+        store_id: None,
     })
 }

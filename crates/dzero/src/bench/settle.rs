@@ -50,6 +50,7 @@ fn payin(n: u64, merchants: u64, paid_at: Timestamp, prefix: &str) -> Command {
         amount: Amount::from_minor(10_000 + (n % 90_000) as i64),
         currency: Currency::CNY,
         paid_at,
+        store_id: None,
     })
 }
 
