@@ -678,6 +678,12 @@ impl From<DomainError> for ApiError {
                     D::NegativeCap => ErrorCode::InvalidAmount,
                     D::Grant(::auth::GrantError::OtherMerchant) => ErrorCode::NotFound,
                     D::Grant(_) => ErrorCode::PermissionNotHeld,
+                    D::StoreScope => {
+                        return ApiError::with_message(
+                            ErrorCode::PermissionNotHeld,
+                            "An operator may be limited only to stores its creator may act on (at most 100, valid ids); a creator limited to stores must name some.",
+                        );
+                    }
                 }
             }
             DomainError::RefundCap { daily } => {

@@ -616,7 +616,7 @@ pub fn document() -> Value {
             "/v1/me/payments/{id}": { "get": merchant_op("One payment of the caller's merchant (needs view); another merchant's answers 404.") },
             "/v1/me/users": {
                 "get": merchant_op("The merchant's users (needs manage_users)."),
-                "post": merchant_op("Create an operator {username, password, permissions, refund_cap_single, refund_cap_daily} holding at most the caller's permissions (needs manage_users).")
+                "post": merchant_op("Create an operator {username, password, permissions, refund_cap_single, refund_cap_daily, stores} holding at most the caller's permissions (needs manage_users). stores limits it to payments taken at those stores (empty: all; a caller limited to stores hands out only its own); such a user sees no merchant-wide balances, statements or transaction detail.")
             },
             "/v1/me/users/{id}/permissions": { "put": merchant_op("Replace an operator's permissions {permissions, challenge_id, signature, payment_password} (needs manage_users; only permissions the caller holds; step-up with a challenge for action permissions, amount 0, currency \"\", destination the user id); applies from the operator's next request.") },
             "/v1/me/users/{id}/disabled": { "post": merchant_op("Disable ({\"disabled\": true}) or enable an operator; disabling ends its sessions at once.") },

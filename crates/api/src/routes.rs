@@ -675,6 +675,9 @@ async fn get_payment(
 #[serde(deny_unknown_fields)]
 pub(crate) struct PaymentsQuery {
     pub(crate) merchant_id: Option<String>,
+    /// Set by the merchant app's route for users limited to some stores; never from the URL.
+    #[serde(skip)]
+    pub(crate) stores: Option<Vec<String>>,
     merchant_order_no: Option<String>,
     channel_id: Option<String>,
     channel_trade_no: Option<String>,
@@ -794,6 +797,7 @@ pub(crate) async fn payments_page(state: &AppState, q: PaymentsQuery) -> ApiResu
         }
     }
     let filter = PaymentQuery {
+        stores: q.stores,
         start,
         merchant_id: q.merchant_id,
         merchant_order_no: q.merchant_order_no,

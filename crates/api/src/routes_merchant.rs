@@ -44,6 +44,7 @@ async fn balances(
 ) -> ApiResult {
     let caller = merchant(&state, &headers, &method, &uri).await?;
     caller.require(Permissions::VIEW, "view")?;
+    caller.require_all_stores()?;
     let now = state.clock.now();
     let id = caller.user.merchant_id.clone();
     let balances = state
@@ -70,6 +71,7 @@ async fn payments(
     caller.require(Permissions::VIEW, "view")?;
     let mut q = query(q)?;
     q.merchant_id = Some(caller.user.merchant_id.clone());
+    q.stores = (!caller.user.stores.is_empty()).then(|| caller.user.stores.clone());
     payments_page(&state, q).await
 }
 
@@ -86,6 +88,7 @@ async fn payment(
     let payment = read_store(&state, move |r| r.payment(id))
         .await?
         .filter(|p| p.merchant_id == caller.user.merchant_id)
+        .filter(|p| caller.store_allowed(p.store_id.as_deref()))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
     let refunded = state.engine.query(move |p| p.refunded(id)).await?;
     let mut out =
@@ -156,6 +159,9 @@ struct CreateOperator {
     refund_cap_single: i64,
     #[serde(default)]
     refund_cap_daily: i64,
+    /// Limit the operator to these stores (empty: all the merchant's).
+    #[serde(default)]
+    stores: Vec<String>,
 }
 
 /// The master (or a holder of `manage_users`) creates an operator holding at most its own
@@ -181,6 +187,7 @@ async fn create_operator(
         permissions: granted,
         refund_cap_single: request.refund_cap_single,
         refund_cap_daily: request.refund_cap_daily,
+        stores: request.stores,
     };
     apply_directory(&state, command, StatusCode::CREATED).await
 }
@@ -270,6 +277,7 @@ async fn statement(
 ) -> ApiResult {
     let caller = merchant(&state, &headers, &method, &uri).await?;
     caller.require(Permissions::VIEW, "view")?;
+    caller.require_all_stores()?;
     let q = query(q)?;
     crate::reports::statement(
         &state,
@@ -299,6 +307,7 @@ async fn transactions(
 ) -> ApiResult {
     let caller = merchant(&state, &headers, &method, &uri).await?;
     caller.require(Permissions::VIEW, "view")?;
+    caller.require_all_stores()?;
     let q = query(q)?;
     let id = caller.user.merchant_id.clone();
     let accounts = state

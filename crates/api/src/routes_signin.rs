@@ -515,6 +515,25 @@ pub(crate) struct Merchant {
 }
 
 impl Merchant {
+    /// Whether the user may see and act on a payment of `store` (users limited to some
+    /// stores see only payments taken there).
+    pub(crate) fn store_allowed(&self, store: Option<&str>) -> bool {
+        self.user.stores.is_empty()
+            || store.is_some_and(|s| self.user.stores.iter().any(|own| own == s))
+    }
+
+    /// Refuses merchant-wide views to users limited to some stores.
+    pub(crate) fn require_all_stores(&self) -> Result<(), ApiError> {
+        if self.user.stores.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                "This shows the whole merchant; the user is limited to some stores.",
+            ))
+        }
+    }
+
     /// Refuses unless the user holds `permission` now (a revocation applies from the next
     /// request, since the user is read afresh for each).
     pub(crate) fn require(

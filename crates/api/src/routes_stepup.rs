@@ -396,6 +396,7 @@ async fn refund(
     let payment = read_store(&state, move |r| r.payment(id))
         .await?
         .filter(|p| p.merchant_id == caller.user.merchant_id)
+        .filter(|p| caller.store_allowed(p.store_id.as_deref()))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
     // Caps are checked here before the challenge is spent, and again in the sequencer (the
     // daily cap counts there), so a refused refund never burns a challenge needlessly.

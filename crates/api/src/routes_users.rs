@@ -48,6 +48,7 @@ pub(crate) fn user_out(u: &::auth::MerchantUser) -> Value {
         "permissions": u.permissions.names(),
         "refund_cap_single": u.refund_cap_single,
         "refund_cap_daily": u.refund_cap_daily,
+        "stores": u.stores,
         "disabled": u.disabled,
         "created_by": u.created_by,
         "created_at": format_timestamp(ledger::Timestamp(u.created_at_micros)),

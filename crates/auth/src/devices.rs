@@ -730,6 +730,7 @@ mod tests {
                 permissions: Permissions::VIEW,
                 refund_cap_single: 0,
                 refund_cap_daily: 0,
+                stores: Vec::new(),
             },
         )
         .expect("clerk");

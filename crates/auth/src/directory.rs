@@ -10,6 +10,9 @@ use crate::audit::{AuditEntry, AuditRecord, append};
 use crate::permissions::{GrantError, Grantee, Permissions, Role, check_grant};
 use crate::secrets::Attempts;
 
+/// Stores one user may be limited to at most.
+pub const STORES_PER_USER_MAX: usize = 100;
+
 /// Payment-password failures in a row that lock it.
 pub const PAYMENT_PASSWORD_FAILURES_MAX: u32 = 5;
 
@@ -46,6 +49,8 @@ pub struct MerchantUser {
     pub totp_last_step: Option<i64>,
     /// One-time-code failures in a row; five lock the fallback factor.
     pub otp_attempts: Attempts,
+    /// The stores this user may see and act on; empty: all of the merchant's.
+    pub stores: Vec<String>,
 }
 
 impl std::fmt::Debug for MerchantUser {
@@ -99,6 +104,8 @@ pub enum DirectoryCommand {
         permissions: Permissions,
         refund_cap_single: i64,
         refund_cap_daily: i64,
+        /// The stores the operator is limited to; empty: all (only for a creator that has all).
+        stores: Vec<String>,
     },
     SetPermissions {
         actor: String,
@@ -191,6 +198,8 @@ pub enum DirectoryError {
     TooManyUsers,
     NegativeCap,
     Grant(GrantError),
+    /// Stores beyond the creator's own, too many, or malformed.
+    StoreScope,
 }
 
 /// The directory and its audit chain.
@@ -346,6 +355,7 @@ impl Directory {
                     totp_nonce: None,
                     totp_last_step: None,
                     otp_attempts: Attempts::default(),
+                    stores: Vec::new(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -365,8 +375,21 @@ impl Directory {
                 permissions,
                 refund_cap_single,
                 refund_cap_daily,
+                stores,
             } => {
                 let grantor = self.actor(actor)?.clone();
+                // A user limited to some stores hands out at most those stores.
+                let within = if grantor.stores.is_empty() {
+                    true
+                } else {
+                    !stores.is_empty() && stores.iter().all(|s| grantor.stores.contains(s))
+                };
+                if !within
+                    || stores.len() > STORES_PER_USER_MAX
+                    || !stores.iter().all(|s| valid_id(s))
+                {
+                    return Err(DirectoryError::StoreScope);
+                }
                 self.check_new(&grantor.merchant_id, user_id, username)?;
                 if *refund_cap_single < 0 || *refund_cap_daily < 0 {
                     return Err(DirectoryError::NegativeCap);
@@ -395,6 +418,7 @@ impl Directory {
                     totp_nonce: None,
                     totp_last_step: None,
                     otp_attempts: Attempts::default(),
+                    stores: stores.clone(),
                 };
                 self.insert(user.clone());
                 self.record(
@@ -641,8 +665,41 @@ mod tests {
                 permissions,
                 refund_cap_single: 10_000,
                 refund_cap_daily: 50_000,
+                stores: Vec::new(),
             },
         )
+    }
+
+    #[test]
+    fn an_operator_limited_to_stores_hands_out_only_those_stores() {
+        let mut d = directory();
+        let create = |actor: &str, id: &str, stores: &[&str]| DirectoryCommand::CreateOperator {
+            actor: actor.into(),
+            user_id: id.into(),
+            username: id.into(),
+            password_hash: "$argon2id$hash".into(),
+            permissions: Permissions::VIEW.union(Permissions::MANAGE_USERS),
+            refund_cap_single: 0,
+            refund_cap_daily: 0,
+            stores: stores.iter().map(|s| s.to_string()).collect(),
+        };
+        let shop = d
+            .apply(2, &create("u-master", "shop-manager", &["S1", "S2"]))
+            .expect("the master may limit to any stores");
+        assert_eq!(shop.stores, ["S1", "S2"]);
+        assert_eq!(
+            d.apply(3, &create("shop-manager", "x", &["S3"])),
+            Err(DirectoryError::StoreScope)
+        );
+        assert_eq!(
+            d.apply(3, &create("shop-manager", "y", &[])),
+            Err(DirectoryError::StoreScope),
+            "no widening to all stores"
+        );
+        let clerk = d
+            .apply(3, &create("shop-manager", "clerk", &["S2"]))
+            .expect("within its own stores");
+        assert_eq!(clerk.stores, ["S2"]);
     }
 
     #[test]

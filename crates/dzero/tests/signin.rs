@@ -1735,3 +1735,88 @@ async fn behind_a_tls_proxy_the_advertised_urls_are_https() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_limited_to_a_store_sees_and_refunds_only_that_stores_payments() {
+    let server = merchants().await;
+    let mut admin = server.admin().await;
+    let mut ids = Vec::new();
+    for (trade, store) in [("T-S1", "S1"), ("T-S2", "S2")] {
+        let mut body = common::payin(trade, 100_000);
+        body["store_id"] = json!(store);
+        let paid = admin.post("/v1/payments", &body).await.unwrap();
+        assert_eq!(paid.status, 201, "{:?}", paid.json());
+        assert_eq!(paid.json()["store_id"], store);
+        ids.push(paid.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut boss = signed_in(&server, "M1", "boss", "phone-1", 1).await;
+    let created = boss
+        .call(
+            "POST",
+            "/v1/me/users",
+            Some(&json!({"username": "shop1", "password": PASSWORD, "permissions": ["view", "refund"],
+                         "stores": ["S1"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    assert_eq!(created.json()["stores"], json!(["S1"]));
+    let mut shop = MerchantApp::install(server.addr, "phone-shop1", 7).await;
+    shop.sign_in("M1", "shop1", PASSWORD).await;
+    boss.call("POST", "/v1/me/devices/phone-shop1/confirm", None)
+        .await;
+    assert_eq!(shop.sign_in("M1", "shop1", PASSWORD).await.status, 200);
+
+    let listed = shop.call("GET", "/v1/me/payments", None).await.json();
+    let seen: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, [ids[0].as_str()]);
+    assert_eq!(
+        shop.call("GET", &format!("/v1/me/payments/{}", ids[1]), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        code(&shop.call("GET", "/v1/me/balances", None).await),
+        "forbidden"
+    );
+
+    shop.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    let other_store = shop
+        .signed_challenge(&refund_operation(&ids[1], 100))
+        .await
+        .unwrap();
+    let refused = shop
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&ids[1], 100, &other_store, PIN)),
+        )
+        .await;
+    assert_eq!(refused.status, 404);
+    let own_store = shop
+        .signed_challenge(&refund_operation(&ids[0], 100))
+        .await
+        .unwrap();
+    let done = shop
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&ids[0], 100, &own_store, PIN)),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{:?}", done.json());
+    // The master sees both stores.
+    let all = boss.call("GET", "/v1/me/payments", None).await.json();
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    server.stop().await;
+}

@@ -212,8 +212,9 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
             permissions,
             refund_cap_single,
             refund_cap_daily,
+            stores,
         } => {
-            json!({ "t": "directory", "d": "operator", "actor": actor, "user_id": user_id, "username": username, "hash": password_hash, "permissions": permissions.bits(), "cap_single": refund_cap_single, "cap_daily": refund_cap_daily })
+            json!({ "t": "directory", "d": "operator", "actor": actor, "user_id": user_id, "username": username, "hash": password_hash, "permissions": permissions.bits(), "cap_single": refund_cap_single, "cap_daily": refund_cap_daily, "stores": stores })
         }
         D::SetPermissions {
             actor,
@@ -288,6 +289,19 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
             permissions: permissions(f)?,
             refund_cap_single: f.i64("cap_single")?,
             refund_cap_daily: f.i64("cap_daily")?,
+            // Absent in logs written before stores existed: all stores.
+            stores: match f.0.get("stores") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| corrupt("store"))
+                    })
+                    .collect::<StoreResult<Vec<String>>>()?,
+                Some(_) => return Err(corrupt("stores")),
+            },
         },
         "permissions" => D::SetPermissions {
             actor: f.str("actor")?,
@@ -925,6 +939,7 @@ mod tests {
                 permissions: auth::Permissions::VIEW,
                 refund_cap_single: 5,
                 refund_cap_daily: 6,
+                stores: vec!["S1".into(), "S2".into()],
             })),
             Input::Command(Command::Directory(auth::DirectoryCommand::SetPermissions {
                 actor: "u1".into(),

@@ -268,6 +268,7 @@ pub fn reads_find_payments_and_walk_account_history(backend: &impl Backend) {
         channel_id: None,
         from: None,
         to: None,
+        stores: None,
         limit: 100,
         scan_rows_max: 1_000,
     };

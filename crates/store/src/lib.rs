@@ -139,6 +139,8 @@ pub struct PaymentQuery {
     pub from: Option<Timestamp>,
     /// Recorded before this instant.
     pub to: Option<Timestamp>,
+    /// Only payments taken at one of these stores (for users limited to some stores).
+    pub stores: Option<Vec<String>>,
     pub limit: u32,
     pub scan_rows_max: u32,
 }

@@ -632,6 +632,12 @@ impl StoreRead for SqliteReader {
                     break;
                 }
                 let wanted = query.to.is_none_or(|to| payment.created_at < to)
+                    && query.stores.as_ref().is_none_or(|stores| {
+                        payment
+                            .store_id
+                            .as_ref()
+                            .is_some_and(|s| stores.contains(s))
+                    })
                     && query
                         .merchant_order_no
                         .as_ref()
