@@ -50,6 +50,8 @@ pub struct SignIn {
     /// Step-up challenges awaiting their operation.
     pub(crate) challenges: Mutex<::auth::stepup::Challenges>,
     token_key: TokenKey,
+    /// Derives DPoP nonces; new at every start (see `SecretHasher::nonce_key`).
+    nonce_key: TokenKey,
     /// A hash checked when the user does not exist, so both answers take as long.
     dummy_hash: String,
 }
@@ -72,6 +74,17 @@ impl SignIn {
             nonce: Mutex::new((i64::MIN, String::new())),
             challenges: Mutex::new(::auth::stepup::Challenges::default()),
             token_key: hasher.token_key(),
+            nonce_key: {
+                let mut boot = [0u8; 32];
+                // Without the system's randomness the start time still varies the key.
+                if getrandom::fill(&mut boot).is_err() {
+                    let started = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    boot[..16].copy_from_slice(&started.to_le_bytes());
+                }
+                hasher.nonce_key(&boot)
+            },
             dummy_hash,
         }
     }
@@ -303,7 +316,7 @@ fn check_proof(
     if !verified
         .nonce
         .as_deref()
-        .is_some_and(|n| state.signin.token_key.dpop_nonce_fresh(n, now))
+        .is_some_and(|n| state.signin.nonce_key.dpop_nonce_fresh(n, now))
     {
         return Err(ApiError::new(ErrorCode::UseDpopNonce));
     }
@@ -983,7 +996,7 @@ pub(crate) async fn add_dpop_nonce(
     let nonce = {
         let mut cached = lock(&state.signin.nonce);
         if cached.0 != window {
-            *cached = (window, state.signin.token_key.dpop_nonce(now));
+            *cached = (window, state.signin.nonce_key.dpop_nonce(now));
         }
         cached.1.clone()
     };
@@ -991,4 +1004,27 @@ pub(crate) async fn add_dpop_nonce(
         response.headers_mut().insert("dpop-nonce", value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_changes_every_dpop_nonce_but_keeps_access_tokens_valid() {
+        let hasher = ::auth::SecretHasher::with_cost(b"pepper", 64, 1);
+        let (before, after) = (SignIn::new(&hasher), SignIn::new(&hasher));
+        let now = 1_790_000_000;
+        let nonce = before.nonce_key.dpop_nonce(now);
+        assert!(before.nonce_key.dpop_nonce_fresh(&nonce, now));
+        assert!(
+            !after.nonce_key.dpop_nonce_fresh(&nonce, now),
+            "proofs made before a restart carry a nonce the new process refuses"
+        );
+        let token = before.token_key.mint("ses_1", "jkt", now);
+        assert_eq!(
+            after.token_key.check(&token, "jkt", now),
+            Ok("ses_1".to_owned())
+        );
+    }
 }

@@ -85,6 +85,15 @@ impl SecretHasher {
         crate::tokens::TokenKey::from_pepper(&self.pepper)
     }
 
+    /// The key DPoP server nonces are derived with: the pepper and `boot`, bytes drawn when the
+    /// server starts, so a restart changes every nonce and proofs made before it stop working
+    /// (the `jti` cache that would have caught their replay does not survive a restart).
+    pub fn nonce_key(&self, boot: &[u8]) -> crate::tokens::TokenKey {
+        let mut material = self.pepper.clone();
+        material.extend_from_slice(boot);
+        crate::tokens::TokenKey::from_pepper(&material)
+    }
+
     /// The TOTP seed of a user's enrollment, derived from the pepper (never stored).
     pub fn totp_seed(&self, user_id: &str, nonce: &str) -> [u8; 32] {
         crate::totp::seed(&self.pepper, user_id, nonce)
