@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/transactions", get(transactions))
         .route("/v1/me/users", get(users).post(create_operator))
         .route("/v1/me/users/{id}/permissions", put(set_permissions))
+        .route("/v1/me/users/{id}/stores", put(set_stores))
         .route("/v1/me/users/{id}/disabled", post(set_disabled))
 }
 
@@ -215,20 +216,82 @@ async fn set_permissions(
     caller.require(Permissions::MANAGE_USERS, "manage_users")?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: SetPermissions = parse(&body)?;
-    let requested = crate::routes_stepup::operation(&caller, "permissions", 0, "", &id);
-    crate::routes_stepup::step_up(
-        &state,
-        &caller,
-        &requested,
-        &request.challenge_id,
-        crate::routes_stepup::Proof::Signature(&request.signature),
-        ::auth::Secret::new(request.payment_password),
-    )
-    .await?;
+    let proof = StepUp {
+        challenge_id: request.challenge_id,
+        signature: request.signature,
+        payment_password: request.payment_password,
+    };
+    user_change_step_up(&state, &caller, "permissions", &id, proof).await?;
     let command = DirectoryCommand::SetPermissions {
         actor: caller.user.id.clone(),
         user_id: id,
         permissions: permissions(&request.permissions)?,
+    };
+    apply_directory(&state, command, StatusCode::OK).await
+}
+
+/// The step-up fields of a change to another user.
+struct StepUp {
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
+}
+
+/// Step-up for a change to user `id`: a challenge for `action`, amount 0, currency "",
+/// destination the user id, signed by the device, and the caller's payment password.
+async fn user_change_step_up(
+    state: &AppState,
+    caller: &crate::routes_signin::Merchant,
+    action: &str,
+    id: &str,
+    proof: StepUp,
+) -> Result<(), ApiError> {
+    let requested = crate::routes_stepup::operation(caller, action, 0, "", id);
+    crate::routes_stepup::step_up(
+        state,
+        caller,
+        &requested,
+        &proof.challenge_id,
+        crate::routes_stepup::Proof::Signature(&proof.signature),
+        ::auth::Secret::new(proof.payment_password),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStores {
+    stores: Vec<String>,
+    /// Step-up: a challenge for action `stores`, amount 0, currency "", destination the user.
+    challenge_id: String,
+    signature: String,
+    payment_password: String,
+}
+
+/// Limits an operator to some stores (empty: all), behind step-up; from its next request.
+async fn set_stores(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let caller = merchant(&state, &headers, &method, &uri).await?;
+    caller.require(Permissions::MANAGE_USERS, "manage_users")?;
+    let body = read_body(body, BODY_BYTES_MAX).await?;
+    let request: SetStores = parse(&body)?;
+    let proof = StepUp {
+        challenge_id: request.challenge_id,
+        signature: request.signature,
+        payment_password: request.payment_password,
+    };
+    user_change_step_up(&state, &caller, "stores", &id, proof).await?;
+    let command = DirectoryCommand::SetStores {
+        actor: caller.user.id.clone(),
+        user_id: id,
+        stores: request.stores,
     };
     apply_directory(&state, command, StatusCode::OK).await
 }

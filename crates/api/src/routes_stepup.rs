@@ -117,10 +117,10 @@ fn action_permission(action: &str) -> Result<(Permissions, &'static str), ApiErr
         "approve" => Ok((Permissions::APPROVE, "approve")),
         "payout" => Ok((Permissions::PAYOUT, "payout")),
         "bank_account" => Ok((Permissions::MANAGE_BANK_ACCOUNT, "manage_bank_account")),
-        "permissions" => Ok((Permissions::MANAGE_USERS, "manage_users")),
+        "permissions" | "stores" => Ok((Permissions::MANAGE_USERS, "manage_users")),
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "action is refund, payout, bank_account, approve or permissions.".to_owned(),
+            "action is refund, payout, bank_account, approve, permissions or stores.".to_owned(),
         )),
     }
 }

@@ -112,6 +112,12 @@ pub enum DirectoryCommand {
         user_id: String,
         permissions: Permissions,
     },
+    /// Limits an operator to some stores (empty: all), within the actor's own stores.
+    SetStores {
+        actor: String,
+        user_id: String,
+        stores: Vec<String>,
+    },
     /// Disables (or enables again) an operator; a disabled user can do nothing.
     SetDisabled {
         actor: String,
@@ -168,6 +174,9 @@ impl std::fmt::Debug for DirectoryCommand {
             DirectoryCommand::SetDisabled {
                 user_id, disabled, ..
             } => write!(f, "SetDisabled({user_id}, {disabled})"),
+            DirectoryCommand::SetStores {
+                user_id, stores, ..
+            } => write!(f, "SetStores({user_id}, {stores:?})"),
             DirectoryCommand::RecordLogin {
                 user_id, succeeded, ..
             } => write!(f, "RecordLogin({user_id}, {succeeded})"),
@@ -211,6 +220,16 @@ pub struct Directory {
     audit: Vec<AuditEntry>,
     /// Entries appended since the last `take_audit`, for the engine to persist.
     new_audit: Vec<AuditEntry>,
+}
+
+/// A user limited to some stores hands out at most those stores (and never "all").
+fn check_stores(grantor: &MerchantUser, stores: &[String]) -> Result<(), DirectoryError> {
+    let within = grantor.stores.is_empty()
+        || (!stores.is_empty() && stores.iter().all(|s| grantor.stores.contains(s)));
+    if !within || stores.len() > STORES_PER_USER_MAX || !stores.iter().all(|s| valid_id(s)) {
+        return Err(DirectoryError::StoreScope);
+    }
+    Ok(())
 }
 
 fn valid_id(text: &str) -> bool {
@@ -378,18 +397,7 @@ impl Directory {
                 stores,
             } => {
                 let grantor = self.actor(actor)?.clone();
-                // A user limited to some stores hands out at most those stores.
-                let within = if grantor.stores.is_empty() {
-                    true
-                } else {
-                    !stores.is_empty() && stores.iter().all(|s| grantor.stores.contains(s))
-                };
-                if !within
-                    || stores.len() > STORES_PER_USER_MAX
-                    || !stores.iter().all(|s| valid_id(s))
-                {
-                    return Err(DirectoryError::StoreScope);
-                }
+                check_stores(&grantor, stores)?;
                 self.check_new(&grantor.merchant_id, user_id, username)?;
                 if *refund_cap_single < 0 || *refund_cap_daily < 0 {
                     return Err(DirectoryError::NegativeCap);
@@ -451,6 +459,29 @@ impl Directory {
                     actor,
                     "permission_change",
                     format!("user={user_id} permissions={:?}", permissions.names()),
+                );
+                Ok(user)
+            }
+            DirectoryCommand::SetStores {
+                actor,
+                user_id,
+                stores,
+            } => {
+                let grantor = self.actor(actor)?.clone();
+                let index = *self.by_id.get(user_id).ok_or(DirectoryError::UnknownUser)?;
+                let target = self.users[index].grantee();
+                // Narrowing or widening a user's reach is a permission change: the same rule.
+                check_grant(&grantor.grantee(), &target, target.permissions)
+                    .map_err(DirectoryError::Grant)?;
+                check_stores(&grantor, stores)?;
+                self.users[index].stores = stores.clone();
+                let user = self.users[index].clone();
+                self.record(
+                    at_micros,
+                    &user.merchant_id,
+                    actor,
+                    "store_scope_change",
+                    format!("user={user_id} stores={stores:?}"),
                 );
                 Ok(user)
             }
@@ -700,6 +731,23 @@ mod tests {
             .apply(3, &create("shop-manager", "clerk", &["S2"]))
             .expect("within its own stores");
         assert_eq!(clerk.stores, ["S2"]);
+        let set = |actor: &str, stores: &[&str]| DirectoryCommand::SetStores {
+            actor: actor.into(),
+            user_id: "clerk".into(),
+            stores: stores.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            d.apply(4, &set("shop-manager", &["S3"])),
+            Err(DirectoryError::StoreScope)
+        );
+        assert_eq!(
+            d.apply(4, &set("shop-manager", &["S1"])).map(|u| u.stores),
+            Ok(vec!["S1".to_owned()])
+        );
+        assert_eq!(
+            d.apply(4, &set("u-master", &[])).map(|u| u.stores),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

@@ -1818,5 +1818,40 @@ async fn an_operator_limited_to_a_store_sees_and_refunds_only_that_stores_paymen
     // The master sees both stores.
     let all = boss.call("GET", "/v1/me/payments", None).await.json();
     assert_eq!(all["data"].as_array().unwrap().len(), 2);
+
+    // The master moves the operator to the other store, behind step-up; it applies from the
+    // operator's next request.
+    boss.call(
+        "PUT",
+        "/v1/me/payment-password",
+        Some(&json!({"login_password": PASSWORD, "payment_password": PIN})),
+    )
+    .await;
+    let challenge = boss
+        .signed_challenge(
+            &json!({"action": "stores", "amount": 0, "currency": "", "destination": "M1.shop1"}),
+        )
+        .await
+        .unwrap();
+    let moved = boss
+        .call(
+            "PUT",
+            "/v1/me/users/M1.shop1/stores",
+            Some(&json!({"stores": ["S2"], "challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.json());
+    assert_eq!(
+        shop.call("GET", &format!("/v1/me/payments/{}", ids[0]), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        shop.call("GET", &format!("/v1/me/payments/{}", ids[1]), None)
+            .await
+            .status,
+        200
+    );
     server.stop().await;
 }

@@ -223,6 +223,13 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
         } => {
             json!({ "t": "directory", "d": "permissions", "actor": actor, "user_id": user_id, "permissions": permissions.bits() })
         }
+        D::SetStores {
+            actor,
+            user_id,
+            stores,
+        } => {
+            json!({ "t": "directory", "d": "stores", "actor": actor, "user_id": user_id, "stores": stores })
+        }
         D::SetDisabled {
             actor,
             user_id,
@@ -334,6 +341,21 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
             user_id: f.str("user_id")?,
             device_id: f.value("device_id")?.as_str().map(str::to_owned),
             correct: f.bool("correct")?,
+        },
+        "stores" => D::SetStores {
+            actor: f.str("actor")?,
+            user_id: f.str("user_id")?,
+            stores: f
+                .value("stores")?
+                .as_array()
+                .ok_or_else(|| corrupt("stores"))?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| corrupt("store"))
+                })
+                .collect::<StoreResult<Vec<String>>>()?,
         },
         "payment_password" => D::SetPaymentPassword {
             user_id: f.str("user_id")?,
@@ -955,6 +977,11 @@ mod tests {
                 user_id: "u2".into(),
                 device_id: None,
                 succeeded: false,
+            })),
+            Input::Command(Command::Directory(auth::DirectoryCommand::SetStores {
+                actor: "u1".into(),
+                user_id: "u2".into(),
+                stores: vec!["S9".into()],
             })),
             Input::Command(Command::Directory(
                 auth::DirectoryCommand::SetPaymentPassword {
