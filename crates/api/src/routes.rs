@@ -227,6 +227,26 @@ async fn stored_response(
     Ok(Some(replayed(record.status, record.body)))
 }
 
+/// Applies one command without an idempotency key: its outcome, or its refusal as the
+/// catalog's error.
+pub(crate) async fn apply_one(state: &AppState, command: Command) -> Result<Outcome, ApiError> {
+    match state.engine.submit(vec![command], None).await? {
+        SubmissionReply::Applied(results) => match results.into_iter().next() {
+            Some(Ok(outcome)) => Ok(outcome),
+            Some(Err(error)) => Err(ApiError::from(error)),
+            None => Err(ApiError::internal("a submission answered nothing")),
+        },
+        SubmissionReply::Replay | SubmissionReply::KeyConflict => {
+            Err(ApiError::internal("keyless submission answered as keyed"))
+        }
+    }
+}
+
+/// The error for an outcome of another kind than the command's.
+pub(crate) fn unexpected(outcome: &Outcome) -> ApiError {
+    ApiError::internal(format!("a command answered {outcome:?}"))
+}
+
 pub(crate) fn single(results: &[CommandResult]) -> Result<&Outcome, ApiError> {
     match results {
         [Ok(outcome)] => Ok(outcome),

@@ -18,7 +18,8 @@ use ::auth::{DirectoryCommand, Permissions};
 use crate::dto;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::{
-    ApiResult, PaymentsQuery, json, parse, payments_page, query, read_body, read_store,
+    ApiResult, PaymentsQuery, apply_one, json, parse, payments_page, query, read_body, read_store,
+    unexpected,
 };
 use crate::routes_signin::{Merchant, merchant};
 use crate::routes_users::{hash_new_password, user_out};
@@ -134,19 +135,9 @@ async fn apply_directory(
     command: DirectoryCommand,
     status: StatusCode,
 ) -> ApiResult {
-    match state
-        .engine
-        .submit(vec![Command::Directory(command)], None)
-        .await?
-    {
-        engine::SubmissionReply::Applied(results) => match results.into_iter().next() {
-            Some(Ok(Outcome::User(user))) => Ok(json(status, &user_out(&user))),
-            Some(Err(error)) => Err(ApiError::from(error)),
-            _ => Err(ApiError::internal(
-                "a directory command answered something else",
-            )),
-        },
-        _ => Err(ApiError::internal("keyless submission answered as keyed")),
+    match apply_one(state, Command::Directory(command)).await? {
+        Outcome::User(user) => Ok(json(status, &user_out(&user))),
+        other => Err(unexpected(&other)),
     }
 }
 

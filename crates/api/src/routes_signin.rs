@@ -33,7 +33,7 @@ use ::auth::{
 
 use crate::dto::format_timestamp;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::{ApiResult, json, parse, read_body};
+use crate::routes::{ApiResult, apply_one, json, parse, read_body, unexpected};
 use crate::{AppState, BODY_BYTES_MAX};
 
 /// Proof `jti`s remembered at most (each for the proof's acceptance window).
@@ -243,7 +243,7 @@ async fn authorize_code(
             device_id: Some(request.device_id.clone()),
             succeeded,
         });
-        state.engine.submit(vec![record], None).await?;
+        apply_one(&state, record).await?;
     }
     let Some(user) = user.filter(|_| succeeded) else {
         lock(&state.signin.throttle).record_failure(&account, &client, now);
@@ -329,27 +329,13 @@ fn check_proof(
     Ok(verified.thumbprint)
 }
 
-fn device_command_result(results: &[domain::CommandResult]) -> Result<DeviceOutcome, ApiError> {
-    match results.first() {
-        Some(Ok(Outcome::Device(outcome))) => Ok(outcome.clone()),
-        Some(Err(error)) => Err(ApiError::from(error.clone())),
-        _ => Err(ApiError::internal(
-            "a device command answered something else",
-        )),
-    }
-}
-
 async fn submit_device(
     state: &AppState,
     command: DeviceCommand,
 ) -> Result<DeviceOutcome, ApiError> {
-    match state
-        .engine
-        .submit(vec![Command::Device(command)], None)
-        .await?
-    {
-        engine::SubmissionReply::Applied(results) => device_command_result(&results),
-        _ => Err(ApiError::internal("keyless submission answered as keyed")),
+    match apply_one(state, Command::Device(command)).await? {
+        Outcome::Device(outcome) => Ok(outcome),
+        other => Err(unexpected(&other)),
     }
 }
 

@@ -18,7 +18,7 @@ use ::auth::{DirectoryCommand, Permissions, Secret};
 
 use crate::dto;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::{ApiResult, json, parse, read_body, read_store};
+use crate::routes::{ApiResult, apply_one, json, parse, read_body, read_store, unexpected};
 use crate::routes_signin::{Merchant, lock, merchant, now_seconds};
 use crate::{AppState, BODY_BYTES_MAX};
 
@@ -35,16 +35,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me/approvals", axum::routing::get(list_approvals))
         .route("/v1/me/approvals/{id}/approve", post(approve))
         .route("/v1/me/approvals/{id}/reject", post(reject))
-}
-
-async fn submit(
-    state: &AppState,
-    commands: Vec<Command>,
-) -> Result<Vec<domain::CommandResult>, ApiError> {
-    match state.engine.submit(commands, None).await? {
-        engine::SubmissionReply::Applied(results) => Ok(results),
-        _ => Err(ApiError::internal("keyless submission answered as keyed")),
-    }
 }
 
 #[derive(Deserialize)]
@@ -83,22 +73,15 @@ async fn set_payment_password(
     let hash = hashed
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?
         .map_err(ApiError::internal)?;
-    let results = submit(
-        &state,
-        vec![Command::Directory(DirectoryCommand::SetPaymentPassword {
-            user_id: caller.user.id.clone(),
-            hash,
-        })],
-    )
-    .await?;
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(json(
-            StatusCode::OK,
-            &json!({ "payment_password_set": true }),
-        )),
-        Some(Err(error)) => Err(ApiError::from(error)),
-        None => Err(ApiError::internal("no result")),
-    }
+    let command = DirectoryCommand::SetPaymentPassword {
+        user_id: caller.user.id.clone(),
+        hash,
+    };
+    apply_one(&state, Command::Directory(command)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "payment_password_set": true }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -251,14 +234,9 @@ pub(crate) async fn step_up(
         device_id: Some(caller.device_id.clone()),
         correct,
     };
-    let user = match submit(state, vec![Command::Directory(attempt)])
-        .await?
-        .into_iter()
-        .next()
-    {
-        Some(Ok(Outcome::User(user))) => user,
-        Some(Err(error)) => return Err(ApiError::from(error)),
-        _ => return Err(ApiError::internal("an attempt answered something else")),
+    let user = match apply_one(state, Command::Directory(attempt)).await? {
+        Outcome::User(user) => user,
+        other => return Err(unexpected(&other)),
     };
     if !correct {
         return Err(ApiError::new(ErrorCode::WrongPaymentPassword));
@@ -295,14 +273,9 @@ async fn check_otp(state: &AppState, caller: &Merchant, code: &str) -> Result<()
         device_id: Some(caller.device_id.clone()),
         step,
     };
-    let user = match submit(state, vec![Command::Directory(attempt)])
-        .await?
-        .into_iter()
-        .next()
-    {
-        Some(Ok(Outcome::User(user))) => user,
-        Some(Err(error)) => return Err(ApiError::from(error)),
-        _ => return Err(ApiError::internal("an attempt answered something else")),
+    let user = match apply_one(state, Command::Directory(attempt)).await? {
+        Outcome::User(user) => user,
+        other => return Err(unexpected(&other)),
     };
     // Two requests with the same code race through the sequencer: only the one that moved
     // the last used step to this step wins.
@@ -367,15 +340,8 @@ async fn confirm_totp(
         user_id: caller.user.id.clone(),
         nonce: request.nonce,
     };
-    match submit(&state, vec![Command::Directory(command)])
-        .await?
-        .into_iter()
-        .next()
-    {
-        Some(Ok(_)) => Ok(json(StatusCode::OK, &json!({ "totp_enrolled": true }))),
-        Some(Err(error)) => Err(ApiError::from(error)),
-        None => Err(ApiError::internal("no result")),
-    }
+    apply_one(&state, Command::Directory(command)).await?;
+    Ok(json(StatusCode::OK, &json!({ "totp_enrolled": true })))
 }
 
 /// A refund from the app: needs `refund`, keeps to the operator's cap, and passes step-up.
@@ -456,27 +422,14 @@ async fn refund(
     }
     let command = Command::UserRefund {
         user_id: caller.user.id.clone(),
+        device_id: caller.device_id.clone(),
         request: refund_request,
-        level_cap: level.daily_cap().map(ledger::Amount::from_minor),
+        level,
     };
-    let refund = match submit(&state, vec![command]).await?.into_iter().next() {
-        Some(Ok(Outcome::Refund { refund, .. })) => refund,
-        Some(Err(error)) => return Err(ApiError::from(error)),
-        _ => return Err(ApiError::internal("a refund answered something else")),
+    let refund = match apply_one(&state, command).await? {
+        Outcome::Refund { refund, .. } => refund,
+        other => return Err(unexpected(&other)),
     };
-    let audit = DirectoryCommand::RecordOperation {
-        user_id: caller.user.id.clone(),
-        device_id: Some(caller.device_id.clone()),
-        action: "refund".to_owned(),
-        factors: vec!["device_signature".to_owned(), "payment_password".to_owned()],
-        detail: format!(
-            "payment={} amount={} level={}",
-            request.payment_id,
-            amount.minor(),
-            level.as_str()
-        ),
-    };
-    submit(&state, vec![Command::Directory(audit)]).await?;
     let mut out = crate::dto_settlement::refund_out(&refund);
     out["verification_level"] = json!(level.as_str());
     Ok(json(StatusCode::CREATED, &out))
@@ -549,15 +502,12 @@ async fn set_approval_policy(
         actor: caller.user.id.clone(),
         threshold,
     };
-    match submit(&state, vec![command]).await?.into_iter().next() {
-        Some(Ok(Outcome::ApprovalThreshold(t))) => Ok(json(
+    match apply_one(&state, command).await? {
+        Outcome::ApprovalThreshold(t) => Ok(json(
             StatusCode::OK,
             &json!({ "refund_above": t.map(|t| t.minor()) }),
         )),
-        Some(Err(error)) => Err(ApiError::from(error)),
-        _ => Err(ApiError::internal(
-            "the approval policy answered something else",
-        )),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -597,8 +547,8 @@ async fn decide(state: &AppState, caller: &Merchant, id: String, approve: bool) 
         checker_device: caller.device_id.clone(),
         approve,
     };
-    match submit(state, vec![command]).await?.into_iter().next() {
-        Some(Ok(Outcome::Approval { approval, result })) => {
+    match apply_one(state, command).await? {
+        Outcome::Approval { approval, result } => {
             let mut out = approval_out(&approval);
             match result.as_deref() {
                 Some(Outcome::Refund { refund, .. }) => {
@@ -611,8 +561,7 @@ async fn decide(state: &AppState, caller: &Merchant, id: String, approve: bool) 
             }
             Ok(json(StatusCode::OK, &out))
         }
-        Some(Err(error)) => Err(ApiError::from(error)),
-        _ => Err(ApiError::internal("a decision answered something else")),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -813,17 +762,10 @@ async fn change_bank_account(
 
 /// Files an approval request; answers 202 with the pending approval.
 async fn request_approval(state: &AppState, approval: domain::NewApproval) -> ApiResult {
-    match submit(state, vec![Command::RequestApproval(approval)])
-        .await?
-        .into_iter()
-        .next()
-    {
-        Some(Ok(Outcome::Approval { approval, .. })) => {
+    match apply_one(state, Command::RequestApproval(approval)).await? {
+        Outcome::Approval { approval, .. } => {
             Ok(json(StatusCode::ACCEPTED, &approval_out(&approval)))
         }
-        Some(Err(error)) => Err(ApiError::from(error)),
-        _ => Err(ApiError::internal(
-            "an approval request answered something else",
-        )),
+        other => Err(unexpected(&other)),
     }
 }

@@ -140,14 +140,6 @@ pub enum DirectoryCommand {
         device_id: Option<String>,
         step: Option<i64>,
     },
-    /// Audits a fund operation or step-up attempt: what, with which factors.
-    RecordOperation {
-        user_id: String,
-        device_id: Option<String>,
-        action: String,
-        factors: Vec<String>,
-        detail: String,
-    },
     /// Audits a sign-in attempt, successful or not.
     RecordLogin {
         user_id: String,
@@ -190,9 +182,6 @@ impl std::fmt::Debug for DirectoryCommand {
             DirectoryCommand::RecordOtpAttempt { user_id, step, .. } => {
                 write!(f, "RecordOtpAttempt({user_id}, {})", step.is_some())
             }
-            DirectoryCommand::RecordOperation {
-                user_id, action, ..
-            } => write!(f, "RecordOperation({user_id}, {action})"),
         }
     }
 }
@@ -605,29 +594,6 @@ impl Directory {
                         ),
                     });
                 }
-                Ok(user)
-            }
-            DirectoryCommand::RecordOperation {
-                user_id,
-                device_id,
-                action,
-                factors,
-                detail,
-            } => {
-                let user = self
-                    .user(user_id)
-                    .ok_or(DirectoryError::UnknownUser)?
-                    .clone();
-                self.append_audit(AuditRecord {
-                    at_micros,
-                    merchant_id: user.merchant_id.clone(),
-                    user_id: user_id.clone(),
-                    device_id: device_id.clone(),
-                    action: action.clone(),
-                    factors: factors.clone(),
-                    approver: None,
-                    detail: detail.clone(),
-                });
                 Ok(user)
             }
             DirectoryCommand::RecordLogin {

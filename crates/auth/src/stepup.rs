@@ -86,6 +86,22 @@ impl Level {
         }
     }
 
+    /// The level named by [`Level::as_str`]; anything else is not a level.
+    pub fn parse(text: &str) -> Option<Level> {
+        [Level::Single, Level::TwoFactor, Level::SignedTwoFactor]
+            .into_iter()
+            .find(|l| l.as_str() == text)
+    }
+
+    /// The factors an operation verified at this level presented (as the audit names them).
+    pub fn factors(self) -> &'static [&'static str] {
+        match self {
+            Level::Single => &["payment_password"],
+            Level::TwoFactor => &["one_time_code", "payment_password"],
+            Level::SignedTwoFactor => &["device_signature", "payment_password"],
+        }
+    }
+
     /// The most this level allows per user and day, in fen; `None`: no level cap.
     pub fn daily_cap(self) -> Option<i64> {
         match self {
@@ -357,5 +373,9 @@ mod tests {
         assert_eq!(Level::TwoFactor.daily_cap(), Some(500_000));
         assert_eq!(Level::SignedTwoFactor.daily_cap(), None);
         assert!(Level::SignedTwoFactor > Level::TwoFactor);
+        for level in [Level::Single, Level::TwoFactor, Level::SignedTwoFactor] {
+            assert_eq!(Level::parse(level.as_str()), Some(level));
+        }
+        assert_eq!(Level::parse("strong"), None);
     }
 }

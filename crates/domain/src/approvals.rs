@@ -136,29 +136,22 @@ impl Approvals {
     }
 }
 
-/// The daily cap of a verification level below a signed two-factor one (PBOC measures): two
-/// factors 5,000.00, anything less 1,000.00.
-fn level_cap_of(level: &str) -> i64 {
-    if level == "two_factor" {
-        500_000
-    } else {
-        100_000
-    }
-}
-
 fn refused(error: ApprovalError) -> DomainError {
     DomainError::Approval(error)
 }
 
 impl Platform {
-    /// A refund a merchant user makes: within its merchant, with `refund`, and within its
-    /// single and daily caps (the day runs midnight to midnight, Asia/Shanghai).
+    /// A refund a merchant user makes from `device_id`: within its merchant, with `refund`,
+    /// within its single and daily caps (the day runs midnight to midnight, Asia/Shanghai) and
+    /// the cap of the `level` it was verified at; audited with that level's factors in the same
+    /// command, so a refund is never without its record.
     pub(crate) fn user_refund(
         &mut self,
         now: Timestamp,
         user_id: &str,
+        device_id: &str,
         request: &RefundRequest,
-        level_cap: Option<Amount>,
+        level: auth::stepup::Level,
     ) -> CommandResult {
         let user = self
             .directory()
@@ -182,7 +175,10 @@ impl Platform {
         if user.refund_cap_daily > 0 && used.saturating_add(amount) > user.refund_cap_daily {
             return Err(DomainError::RefundCap { daily: true });
         }
-        if level_cap.is_some_and(|cap| used.saturating_add(amount) > cap.minor()) {
+        if level
+            .daily_cap()
+            .is_some_and(|cap| used.saturating_add(amount) > cap)
+        {
             return Err(DomainError::LevelCap);
         }
         let outcome = self.refund(now, request, false)?;
@@ -190,6 +186,20 @@ impl Platform {
             self.approvals
                 .refunded_by_user_day
                 .insert(key, Amount::from_minor(used + amount));
+            self.directory_mut().append_audit(auth::AuditRecord {
+                at_micros: now.micros(),
+                merchant_id: user.merchant_id.clone(),
+                user_id: user.id.clone(),
+                device_id: Some(device_id.to_owned()),
+                action: "refund".to_owned(),
+                factors: level.factors().iter().map(|f| (*f).to_owned()).collect(),
+                approver: None,
+                detail: format!(
+                    "payment=pay_{} amount={amount} level={}",
+                    request.payment_id.0,
+                    level.as_str()
+                ),
+            });
         }
         Ok(outcome)
     }
@@ -344,9 +354,10 @@ impl Platform {
             let outcome = match &approval.operation {
                 ApprovalOperation::Refund(request) => {
                     // The maker's verification level caps what its request may refund.
-                    let level_cap = (approval.maker_level != "signed_two_factor")
-                        .then(|| Amount::from_minor(level_cap_of(&approval.maker_level)));
-                    self.user_refund(now, &approval.maker, request, level_cap)?
+                    // An unknown level name is treated as the weakest.
+                    let level = auth::stepup::Level::parse(&approval.maker_level)
+                        .unwrap_or(auth::stepup::Level::Single);
+                    self.user_refund(now, &approval.maker, &approval.maker_device, request, level)?
                 }
                 ApprovalOperation::Payout(request) => self.request_payout(now, request)?,
                 ApprovalOperation::BankAccount {

@@ -161,9 +161,10 @@ pub enum Command {
     /// A refund by a merchant user from the app, within its caps.
     UserRefund {
         user_id: String,
+        device_id: String,
         request: crate::refunds::RefundRequest,
-        /// The most the request's verification level allows the user per day, if it caps.
-        level_cap: Option<Amount>,
+        /// How the request was verified: it caps the user's day and names the audited factors.
+        level: auth::stepup::Level,
     },
     /// A fund operation waits for a second user's approval.
     RequestApproval(crate::approvals::NewApproval),
@@ -743,8 +744,9 @@ impl Platform {
             Command::UserRefund {
                 user_id,
                 request,
-                level_cap,
-            } => self.user_refund(now, user_id, request, *level_cap),
+                device_id,
+                level,
+            } => self.user_refund(now, user_id, device_id, request, *level),
             Command::RequestApproval(new) => self.request_approval(now, new),
             Command::DecideApproval {
                 id,

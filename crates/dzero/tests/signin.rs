@@ -1179,6 +1179,20 @@ async fn a_one_time_code_stands_in_for_the_signature_once_and_only_up_to_the_lev
         .await;
     assert_eq!(done.status, 201, "{:?}", done.json());
     assert_eq!(done.json()["verification_level"], "two_factor");
+    let mut admin = server.admin().await;
+    let audit = admin.get("/v1/audit").await.unwrap().json();
+    let refund_entry = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "refund")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        refund_entry["factors"],
+        json!(["one_time_code", "payment_password"]),
+        "the audit names the factors actually used"
+    );
     // The same code again is refused, even with a fresh challenge.
     let (challenge, _) = boss
         .signed_challenge(&refund_operation(&payment_id, 100))

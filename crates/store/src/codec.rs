@@ -264,15 +264,6 @@ fn directory(command: &auth::DirectoryCommand) -> Value {
         D::SetPaymentPassword { user_id, hash } => {
             json!({ "t": "directory", "d": "payment_password", "user_id": user_id, "hash": hash })
         }
-        D::RecordOperation {
-            user_id,
-            device_id,
-            action,
-            factors,
-            detail,
-        } => {
-            json!({ "t": "directory", "d": "operation", "user_id": user_id, "device_id": device_id, "action": action, "factors": factors, "detail": detail })
-        }
     }
 }
 
@@ -360,23 +351,6 @@ fn read_directory(f: &Fields<'_>) -> StoreResult<auth::DirectoryCommand> {
         "payment_password" => D::SetPaymentPassword {
             user_id: f.str("user_id")?,
             hash: f.str("hash")?,
-        },
-        "operation" => D::RecordOperation {
-            user_id: f.str("user_id")?,
-            device_id: f.value("device_id")?.as_str().map(str::to_owned),
-            action: f.str("action")?,
-            factors: f
-                .value("factors")?
-                .as_array()
-                .ok_or_else(|| corrupt("factors"))?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| corrupt("factor"))
-                })
-                .collect::<StoreResult<Vec<String>>>()?,
-            detail: f.str("detail")?,
         },
         other => return Err(corrupt(&format!("directory command {other}"))),
     })
@@ -583,10 +557,12 @@ pub fn encode(input: &Input) -> String {
             }),
             Command::UserRefund {
                 user_id,
+                device_id,
                 request: r,
-                level_cap,
+                level,
             } => json!({
-                "t": "user_refund", "user_id": user_id, "level_cap": level_cap.map(|c| c.minor()),
+                "t": "user_refund", "user_id": user_id, "device_id": device_id,
+                "level": level.as_str(),
                 "request_id": r.request_id, "payment": r.payment_id.0, "channel_id": r.channel_id,
                 "trade": r.channel_trade_no, "amount": r.amount.minor(),
             }),
@@ -800,10 +776,9 @@ pub fn decode(text: &str) -> StoreResult<Input> {
             })
         }
         "user_refund" => Command::UserRefund {
-            level_cap: match f.value("level_cap")? {
-                Value::Null => None,
-                _ => Some(f.amount("level_cap")?),
-            },
+            level: auth::stepup::Level::parse(&f.str("level")?)
+                .ok_or_else(|| corrupt("verification level"))?,
+            device_id: f.str("device_id")?,
             user_id: f.str("user_id")?,
             request: RefundRequest {
                 request_id: f.str("request_id")?,
@@ -989,15 +964,6 @@ mod tests {
                     hash: "$argon2id$pin".into(),
                 },
             )),
-            Input::Command(Command::Directory(
-                auth::DirectoryCommand::RecordOperation {
-                    user_id: "u2".into(),
-                    device_id: Some("d1".into()),
-                    action: "refund".into(),
-                    factors: vec!["device_signature".into(), "payment_password".into()],
-                    detail: "payment=pay_1 amount=500".into(),
-                },
-            )),
             Input::Command(Command::SetApprovalThreshold {
                 actor: "u1".into(),
                 threshold: Some(Amount::from_minor(50_000)),
@@ -1020,7 +986,8 @@ mod tests {
                 }),
             })),
             Input::Command(Command::UserRefund {
-                level_cap: Some(Amount::from_minor(500_000)),
+                level: auth::stepup::Level::TwoFactor,
+                device_id: "d1".into(),
                 user_id: "u2".into(),
                 request: RefundRequest {
                     request_id: "chl_x".into(),
