@@ -87,7 +87,7 @@ const KEY_SECRET_BYTES: usize = 32;
 /// Longest `Authorization` value looked at; anything longer is refused unread.
 const AUTHORIZATION_LEN_MAX: usize = 256;
 
-fn random_hex(bytes: usize) -> Result<String, ApiError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer).map_err(ApiError::internal)?;
     Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())

@@ -234,20 +234,7 @@ async fn create_payout(
     let caller = authorize(&state, &headers, Scope::PayoutsWrite).await?;
     let body = read_body(body, BODY_BYTES_MAX).await?;
     let request: wire::CreatePayout = parse(&body)?;
-    let request_id = match request.request_id.clone() {
-        Some(id) => id,
-        None => match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-            Some(key) if domain::is_valid_external_id(key) => key.to_owned(),
-            _ => {
-                let mut bytes = [0u8; 12];
-                getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
-                format!(
-                    "req_{}",
-                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                )
-            }
-        },
-    };
+    let request_id = request_id_from(request.request_id.clone(), &headers)?;
     let command = Command::RequestPayout(PayoutRequest {
         request_id,
         merchant_id: request.merchant_id,
@@ -587,14 +574,7 @@ fn request_id_from(body_id: Option<String>, headers: &HeaderMap) -> Result<Strin
     }
     match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(key) if domain::is_valid_external_id(key) => Ok(key.to_owned()),
-        _ => {
-            let mut bytes = [0u8; 12];
-            getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
-            Ok(format!(
-                "req_{}",
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ))
-        }
+        _ => Ok(format!("req_{}", crate::auth::random_hex(12)?)),
     }
 }
 

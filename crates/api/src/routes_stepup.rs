@@ -294,9 +294,7 @@ async fn start_totp(
     uri: Uri,
 ) -> ApiResult {
     let caller = merchant(&state, &headers, &method, &uri).await?;
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(ApiError::internal)?;
-    let nonce: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let nonce = crate::auth::random_hex(16)?;
     let seed = state.hasher.totp_seed(&caller.user.id, &nonce);
     Ok(json(
         StatusCode::OK,

@@ -1869,3 +1869,62 @@ async fn an_operator_limited_to_a_store_sees_and_refunds_only_that_stores_paymen
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_step_up_requests_are_refused_with_stable_codes_and_write_nothing() {
+    let (server, mut boss, payment_id) = refundable().await;
+    let challenge = boss
+        .signed_challenge(&refund_operation(&payment_id, 100))
+        .await
+        .unwrap();
+    // Both second factors, or neither.
+    let mut both = refund_body(&payment_id, 100, &challenge, PIN);
+    both["otp"] = json!("123456");
+    assert_eq!(
+        code(&boss.call("POST", "/v1/me/refunds", Some(&both)).await),
+        "invalid_request"
+    );
+    let mut neither = refund_body(&payment_id, 100, &challenge, PIN);
+    neither.as_object_mut().unwrap().remove("signature");
+    assert_eq!(
+        code(&boss.call("POST", "/v1/me/refunds", Some(&neither)).await),
+        "invalid_request"
+    );
+    // An unknown action, a malformed enrollment nonce, an empty bank-account holder.
+    let unknown = boss
+        .call(
+            "POST",
+            "/v1/me/challenges",
+            Some(&json!({"action": "wire_everything", "amount": 1, "currency": "CNY", "destination": "x"})),
+        )
+        .await;
+    assert_eq!(code(&unknown), "invalid_request");
+    let bad_nonce = boss
+        .call(
+            "POST",
+            "/v1/me/totp/confirm",
+            Some(&json!({"nonce": "../../etc", "code": "123456"})),
+        )
+        .await;
+    assert_eq!(code(&bad_nonce), "invalid_request");
+    let account = boss
+        .call(
+            "PUT",
+            "/v1/me/bank-account",
+            Some(&json!({"holder": " ", "number": "6222000000000009", "bank": "ICBC",
+                         "challenge_id": challenge.0, "signature": challenge.1, "payment_password": PIN})),
+        )
+        .await;
+    assert_eq!(code(&account), "invalid_request");
+    // The challenge was not spent by any of these: it still makes its one refund.
+    let done = boss
+        .call(
+            "POST",
+            "/v1/me/refunds",
+            Some(&refund_body(&payment_id, 100, &challenge, PIN)),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{:?}", done.json());
+    assert_eq!(refunded(&server, &payment_id).await, 100);
+    server.stop().await;
+}
