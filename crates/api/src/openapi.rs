@@ -75,10 +75,15 @@ fn post(summary: &str, scope: &str, body: &str, ok: Value, extra: &[(&str, Value
 
 /// An operation of the signed-in merchant app.
 fn merchant_op(summary: &str) -> Value {
+    merchant_op_answering(summary, "200", "OK.")
+}
+
+/// A merchant-app operation whose success is `status` (201 created, 202 waiting for approval).
+fn merchant_op_answering(summary: &str, status: &str, meaning: &str) -> Value {
     json!({
         "summary": summary,
         "security": [{ "dpop": [] }],
-        "responses": { "200": response("OK.", json!({ "type": "object" })), "default": error_response() },
+        "responses": { status: response(meaning, json!({ "type": "object" })), "default": error_response() },
     })
 }
 
@@ -616,7 +621,7 @@ pub fn document() -> Value {
             "/v1/me/payments/{id}": { "get": merchant_op("One payment of the caller's merchant (needs view); another merchant's answers 404.") },
             "/v1/me/users": {
                 "get": merchant_op("The merchant's users (needs manage_users)."),
-                "post": merchant_op("Create an operator {username, password, permissions, refund_cap_single, refund_cap_daily, stores} holding at most the caller's permissions (needs manage_users). stores limits it to payments taken at those stores (empty: all; a caller limited to stores hands out only its own); such a user sees no merchant-wide balances, statements or transaction detail.")
+                "post": merchant_op_answering("Create an operator {username, password, permissions, refund_cap_single, refund_cap_daily, stores} holding at most the caller's permissions (needs manage_users). stores limits it to payments taken at those stores (empty: all; a caller limited to stores hands out only its own); such a user sees no merchant-wide balances, statements or transaction detail.", "201", "The operator.")
             },
             "/v1/me/users/{id}/permissions": { "put": merchant_op("Replace an operator's permissions {permissions, challenge_id, signature, payment_password} (needs manage_users; only permissions the caller holds; step-up with a challenge for action permissions, amount 0, currency \"\", destination the user id); applies from the operator's next request.") },
             "/v1/me/users/{id}/stores": { "put": merchant_op("Limit an operator to some stores {stores, challenge_id, signature, payment_password} (empty: all; only within the caller's own stores; step-up with a challenge for action stores, amount 0, currency \"\", destination the user id); applies from the operator's next request.") },
@@ -624,10 +629,10 @@ pub fn document() -> Value {
             "/v1/me/payment-password": { "put": merchant_op("Set the caller's payment password {login_password, payment_password}: at least six digits, common ones refused; stored as a peppered argon2id hash.") },
             "/v1/me/totp": { "post": merchant_op("Start enrolling an authenticator (TOTP, RFC 6238, SHA-256, 6 digits, 30 s): answers nonce, secret (base32) and an otpauth URI. The seed is derived from the server's pepper and the nonce, never stored.") },
             "/v1/me/totp/confirm": { "post": merchant_op("Confirm the enrollment {nonce, code} with a first code.") },
-            "/v1/me/challenges": { "post": merchant_op("A one-time step-up challenge {action: refund | payout | bank_account | approve | permissions | stores, amount, currency, destination (the payment id, bank account number, approval id or user id)} for the device to sign: answers challenge_id, the claims to sign and their JWS typ (dzero-stepup+jwt, ES256). Valid 300 s.") },
-            "/v1/me/refunds": { "post": merchant_op("A refund from the app {payment_id, amount, challenge_id, signature | otp, payment_password}: needs refund, keeps to the operator's single-refund cap, consumes the challenge (bound to the exact operation, signed by the device key) and checks the payment password (locked after five failures). With otp (the fallback, no device signature) the level is two_factor and the user's refunds that day are capped at 5,000.00. Answers the refund with its verification_level; audited with its factors.") },
-            "/v1/me/payouts": { "post": merchant_op("A payout from the app {amount, kind: withdrawal | advance, challenge_id, signature, payment_password}: needs payout and a step-up whose challenge (action payout) names the merchant's bank account number as destination; answers 202 with a pending approval, which another user with approve must approve (the payout runs then).") },
-            "/v1/me/bank-account": { "put": merchant_op("Change the merchant's bank account {holder, number, bank, challenge_id, signature, payment_password}: needs manage_bank_account and a step-up whose challenge (action bank_account, amount 0, currency \"\") names the new number; answers 202 with a pending approval, and another user's approval puts it in force.") },
+            "/v1/me/challenges": { "post": merchant_op_answering("A one-time step-up challenge {action: refund | payout | bank_account | approve | permissions | stores, amount, currency, destination (the payment id, bank account number, approval id or user id)} for the device to sign: answers challenge_id, the claims to sign and their JWS typ (dzero-stepup+jwt, ES256). Valid 300 s.", "201", "The challenge to sign.") },
+            "/v1/me/refunds": { "post": merchant_op_answering("A refund from the app {payment_id, amount, challenge_id, signature | otp, payment_password}: needs refund, keeps to the operator's single-refund cap, consumes the challenge (bound to the exact operation, signed by the device key) and checks the payment password (locked after five failures). With otp (the fallback, no device signature) the level is two_factor and the user's refunds that day are capped at 5,000.00. Answers the refund with its verification_level; audited with its factors.", "201", "The refund (202 with a pending approval above the merchant's threshold).") },
+            "/v1/me/payouts": { "post": merchant_op_answering("A payout from the app {amount, kind: withdrawal | advance, challenge_id, signature, payment_password}: needs payout and a step-up whose challenge (action payout) names the merchant's bank account number as destination; answers 202 with a pending approval, which another user with approve must approve (the payout runs then).", "202", "The pending approval.") },
+            "/v1/me/bank-account": { "put": merchant_op_answering("Change the merchant's bank account {holder, number, bank, challenge_id, signature, payment_password}: needs manage_bank_account and a step-up whose challenge (action bank_account, amount 0, currency \"\") names the new number; answers 202 with a pending approval, and another user's approval puts it in force.", "202", "The pending approval.") },
             "/v1/me/approval-policy": { "put": merchant_op("The master sets {\"refund_above\": fen | null}: app refunds above it wait for a second user's approval (maker-checker).") },
             "/v1/me/approvals": { "get": merchant_op("The merchant's approvals, pending and decided (needs view).") },
             "/v1/me/approvals/{id}/approve": { "post": merchant_op("Another user with approve approves {challenge_id, signature, payment_password}, with its own step-up (action approve, the approval's amount, the approval id as destination); the refund runs then. Approving one's own request answers self_approval.") },
